@@ -1,0 +1,146 @@
+"""The `trafficcore` command. Every sub-command accepts `--db PATH` (else TRAFFICCORE_DB, else
+data/trafficcore.duckdb). User errors print one line and exit with code 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from trafficcore import config
+from trafficcore.errors import TrafficCoreError
+
+app = typer.Typer(help="Traffic forecasts, explanations and signal timing for a city's intersections.", no_args_is_help=True)
+
+DbOpt = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/trafficcore.duckdb)")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _ingest(db: Path | None, dataset: str, tables) -> None:
+    from trafficcore.data.store import Store
+
+    store = Store(db)
+    t0 = time.perf_counter()
+    counts = store.ingest(dataset, tables)
+    dt = time.perf_counter() - t0
+    summary = ", ".join(f"{k} {v:,}" for k, v in counts.items() if v)
+    typer.echo(f"imported dataset '{dataset}' into {store.path}: {summary} ({dt:.1f} s to write)")
+
+
+@app.command("import")
+def import_(
+    fmt: str = typer.Argument(..., help="scats | citypulse | matrix | long"),
+    paths: list[Path] = typer.Argument(..., help="input file(s) or folder"),
+    dataset: str = typer.Option(..., "--dataset", help="name of the dataset in the store"),
+    sites_listing: Path | None = typer.Option(None, help="scats: VicRoads site listing (.xls or .csv)"),
+    events: Path | None = typer.Option(None, help="citypulse: event listings CSV"),
+    locations: Path | None = typer.Option(None, help="matrix: locations CSV (id, lat, lon)"),
+    adjacency: Path | None = typer.Option(None, help="matrix: adjacency CSV (from, to, cost)"),
+    start: str | None = typer.Option(None, help="matrix: timestamp of the first row when the file has none"),
+    interval: str | None = typer.Option(None, help="matrix/long: interval, e.g. 300 or 5min"),
+    measure: str = typer.Option("volume", help="matrix: volume | speed"),
+    zero_is_missing: bool = typer.Option(False, help="matrix: treat 0 as a missing reading (METR-LA speeds)"),
+    sites: Path | None = typer.Option(None, help="long: sites CSV"),
+    detectors: Path | None = typer.Option(None, help="long: detectors CSV"),
+    timezone: str = typer.Option("UTC", help="matrix/long: IANA time zone of the local timestamps"),
+    db: Path | None = DbOpt,
+) -> None:
+    """Import real detector data into the store (one transaction: all or nothing)."""
+    try:
+        if fmt == "scats":
+            from trafficcore.data.loaders import scats
+
+            _one(paths, fmt)
+            tables = scats.load(paths[0], sites_listing=sites_listing)
+        elif fmt == "citypulse":
+            from trafficcore.data.loaders import citypulse
+
+            _one(paths, fmt)
+            tables = citypulse.load(paths[0], events=events)
+        elif fmt == "matrix":
+            from trafficcore.data.loaders import matrix
+
+            _one(paths, fmt)
+            tables = matrix.load(
+                paths[0], locations=locations, adjacency=adjacency, start=start, interval=interval,
+                measure=measure, timezone=timezone, zero_is_missing=zero_is_missing,
+            )
+        elif fmt == "long":
+            from trafficcore.data.loaders import long
+
+            _one(paths, fmt)
+            if sites is None or detectors is None:
+                _fail("long: --sites and --detectors are required")
+            tables = long.load(paths[0], sites=sites, detectors=detectors, timezone=timezone, interval=interval)
+        else:
+            _fail(f"unknown format {fmt!r}; choose scats, citypulse, matrix or long")
+        _ingest(db, dataset, tables)
+    except TrafficCoreError as e:
+        _fail(str(e))
+
+
+def _one(paths: list[Path], fmt: str) -> None:
+    if len(paths) != 1:
+        _fail(f"{fmt}: give exactly one path, got {len(paths)}")
+
+
+@app.command()
+def demo(
+    seed: int = typer.Option(0, help="random seed (the data are deterministic for a seed)"),
+    dataset: str = typer.Option("demo", "--dataset"),
+    weeks: int = typer.Option(8, help="weeks of 15-minute counts"),
+    db: Path | None = DbOpt,
+) -> None:
+    """Generate the synthetic demo city and import it."""
+    from trafficcore.data import demo as demo_city
+
+    t0 = time.perf_counter()
+    tables = demo_city.generate(seed=seed, weeks=weeks)
+    typer.echo(f"generated the demo city (synthetic) in {time.perf_counter() - t0:.1f} s")
+    _ingest(db, dataset, tables)
+
+
+@app.command()
+def datasets(
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    db: Path | None = DbOpt,
+) -> None:
+    """List the datasets in the store."""
+    from trafficcore.data.store import Store
+
+    path = config.db_path(db)
+    rows = Store(path, read_only=True).datasets() if path.exists() else []
+    keys = ["name", "sites", "detectors", "observations", "start", "end", "interval_s", "synthetic"]
+    rows = [{k: r[k] for k in keys} for r in rows]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no datasets in {path}")
+    for r in rows:
+        tag = " (synthetic)" if r["synthetic"] else ""
+        typer.echo(
+            f"{r['name']}{tag}: {r['sites']} sites, {r['detectors']} detectors, {r['observations']:,} observations, "
+            f"{r['start']} .. {r['end']}, every {r['interval_s']} s"
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except TrafficCoreError as e:  # pragma: no cover - commands catch their own
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The embedded DuckDB store: one file, several datasets side by side, all-or-nothing ingest.
+
+Why delete-then-insert rather than DuckDB primary keys: an upsert of millions of observations
+through an ART index costs several times the memory and time of a keyed delete followed by a
+bulk insert, and the loaders already guarantee keys are unique within a load (conflicting
+duplicates are rejected there). Both statements run inside one transaction, so a failure leaves
+the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from trafficcore import config
+from trafficcore.data.schema import COLUMNS, KEYS, LOADED_TABLES, CanonicalTables
+from trafficcore.data.validate import check_tables
+
+
+class Store:
+    """A handle on one DuckDB file. Cheap to create; opens a connection per call."""
+
+    def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False):
+        self.path = config.db_path(path)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.connect() as con:
+                for stmt in _ddl():
+                    con.execute(stmt)
+
+    @contextmanager
+    def connect(self):
+        read_only = self.read_only and self.path.exists()
+        con = duckdb.connect(str(self.path), read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------------ writing
+    def ingest(self, dataset: str, tables: CanonicalTables) -> dict[str, int]:
+        """Write one dataset's tables in a single transaction; returns rows written per table.
+
+        Re-ingesting the same data changes nothing; rows whose keys already exist are replaced
+        (an overlapping range upserts). Referential checks run against what is already stored,
+        so a later file may add observations for detectors imported earlier.
+        """
+        if not dataset or not dataset.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"dataset name must be letters, digits, '-' or '_': {dataset!r}")
+        frames = {t: tables.normalised(t) for t in LOADED_TABLES}
+        known_sites = set(self._column(dataset, "sites", "site_id"))
+        known_detectors = set(self._column(dataset, "detectors", "detector_id"))
+        check_tables(frames, known_sites, known_detectors)
+        counts: dict[str, int] = {}
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                info = tables.info
+                con.execute("DELETE FROM datasets WHERE dataset = ?", [dataset])
+                con.execute(
+                    "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [dataset, info.synthetic, info.source, info.timezone, info.interval_s, info.measure, info.description],
+                )
+                for table, df in frames.items():
+                    counts[table] = _upsert(con, table, dataset, df)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return counts
+
+    def write_frame(self, table: str, df: pd.DataFrame, dataset: str | None = None) -> int:
+        """Upsert rows into a product table (`forecasts`, `model_runs`) in one transaction."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                n = _upsert(con, table, dataset, df)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return n
+
+    def drop_dataset(self, dataset: str) -> None:
+        """Remove every row of a dataset (all tables), atomically."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            for table in COLUMNS:
+                if "dataset" in COLUMNS[table]:
+                    con.execute(f"DELETE FROM {table} WHERE dataset = ?", [dataset])
+            con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ reading
+    def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
+
+    def dataset_names(self) -> list[str]:
+        return list(self.query("SELECT dataset FROM datasets ORDER BY dataset")["dataset"])
+
+    def dataset_info(self, dataset: str) -> dict:
+        df = self.query("SELECT * FROM datasets WHERE dataset = ?", [dataset])
+        if df.empty:
+            raise KeyError(f"no dataset named {dataset!r} in {self.path}")
+        return df.iloc[0].to_dict()
+
+    def datasets(self) -> list[dict]:
+        """One summary per dataset: name, sites, detectors, observations, start, end, interval_s, synthetic."""
+        df = self.query(
+            """
+            SELECT d.dataset AS name,
+                   (SELECT count(*) FROM sites s WHERE s.dataset = d.dataset) AS sites,
+                   (SELECT count(*) FROM detectors x WHERE x.dataset = d.dataset) AS detectors,
+                   (SELECT count(*) FROM observations o WHERE o.dataset = d.dataset) AS observations,
+                   (SELECT min(ts) FROM observations o WHERE o.dataset = d.dataset) AS start,
+                   (SELECT max(ts) FROM observations o WHERE o.dataset = d.dataset) AS "end",
+                   d.interval_s, d.synthetic, d.timezone, d.source
+            FROM datasets d ORDER BY d.dataset
+            """
+        )
+        out = []
+        for row in df.to_dict("records"):
+            for k in ("start", "end"):
+                row[k] = None if pd.isna(row[k]) else pd.Timestamp(row[k]).isoformat()
+            for k in ("sites", "detectors", "observations", "interval_s"):
+                row[k] = int(row[k])
+            row["synthetic"] = bool(row["synthetic"])
+            out.append(row)
+        return out
+
+    def sites(self, dataset: str) -> pd.DataFrame:
+        return self.query("SELECT * EXCLUDE (dataset) FROM sites WHERE dataset = ? ORDER BY site_id", [dataset])
+
+    def detectors(self, dataset: str) -> pd.DataFrame:
+        return self.query(
+            "SELECT * EXCLUDE (dataset) FROM detectors WHERE dataset = ? ORDER BY site_id, detector_id", [dataset]
+        )
+
+    def sites_gdf(self, dataset: str):
+        """Sites as a GeoDataFrame (EPSG:4326): segment lines where the source has them, else points."""
+        import geopandas as gpd
+        from shapely import wkt
+
+        df = self.sites(dataset)
+        geom = [
+            wkt.loads(w) if isinstance(w, str) and w else gpd.points_from_xy([lo], [la])[0]
+            for w, la, lo in zip(df["geometry_wkt"], df["lat"], df["lon"], strict=True)
+        ]
+        return gpd.GeoDataFrame(df.drop(columns=["geometry_wkt"]), geometry=geom, crs="EPSG:4326")
+
+    def detectors_gdf(self, dataset: str):
+        """Detectors as a GeoDataFrame of points (their own position, else their site's)."""
+        import geopandas as gpd
+
+        df = self.query(
+            """SELECT d.* EXCLUDE (dataset, lat, lon), coalesce(d.lat, s.lat) AS lat, coalesce(d.lon, s.lon) AS lon
+               FROM detectors d LEFT JOIN sites s ON s.dataset = d.dataset AND s.site_id = d.site_id
+               WHERE d.dataset = ? ORDER BY d.site_id, d.detector_id""",
+            [dataset],
+        )
+        return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df["lon"], df["lat"]), crs="EPSG:4326")
+
+    def observations(
+        self,
+        dataset: str,
+        detector_ids: Iterable[str] | None = None,
+        start: str | pd.Timestamp | None = None,
+        end: str | pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        """Long observations (detector_id, ts, value) for detectors in [start, end), sorted."""
+        sql = "SELECT detector_id, ts, value FROM observations WHERE dataset = ?"
+        params: list = [dataset]
+        if detector_ids is not None:
+            ids = list(detector_ids)
+            if not ids:
+                return pd.DataFrame({"detector_id": [], "ts": pd.Series(dtype="datetime64[ns]"), "value": []})
+            sql += " AND detector_id IN (SELECT unnest(?))"
+            params.append(ids)
+        if start is not None:
+            sql += " AND ts >= ?"
+            params.append(pd.Timestamp(start).to_pydatetime())
+        if end is not None:
+            sql += " AND ts < ?"
+            params.append(pd.Timestamp(end).to_pydatetime())
+        return self.query(sql + " ORDER BY detector_id, ts", params)
+
+    def events(self, dataset: str) -> pd.DataFrame:
+        return self.query("SELECT * EXCLUDE (dataset) FROM events WHERE dataset = ? ORDER BY start_ts", [dataset])
+
+    def weather(self, dataset: str) -> pd.DataFrame:
+        return self.query("SELECT * EXCLUDE (dataset) FROM weather WHERE dataset = ? ORDER BY ts", [dataset])
+
+    def adjacency(self, dataset: str) -> pd.DataFrame:
+        return self.query("SELECT * EXCLUDE (dataset) FROM adjacency WHERE dataset = ?", [dataset])
+
+    def _column(self, dataset: str, table: str, column: str) -> list:
+        if not Path(self.path).exists():
+            return []
+        return list(self.query(f"SELECT {column} FROM {table} WHERE dataset = ?", [dataset])[column])
+
+
+def _ddl() -> list[str]:
+    """Tables without PRIMARY KEY constraints (see module docstring); keys live in schema.KEYS."""
+    out = []
+    for table, cols in COLUMNS.items():
+        body = ", ".join(f"{c} {t}" for c, t in cols.items())
+        out.append(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+    return out
+
+
+def _upsert(con: duckdb.DuckDBPyConnection, table: str, dataset: str | None, df: pd.DataFrame) -> int:
+    """Replace rows with the same key, then insert; runs inside the caller's transaction."""
+    if df.empty:
+        return 0
+    df = df.copy()
+    if "dataset" in COLUMNS[table] and dataset is not None:
+        df.insert(0, "dataset", dataset)
+    df = df[list(COLUMNS[table])]
+    con.register("_incoming", df)
+    try:
+        keys = KEYS[table]
+        cond = " AND ".join(f"t.{k} = i.{k}" for k in keys)
+        con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM _incoming i WHERE {cond})")
+        cols = ", ".join(COLUMNS[table])
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming")
+    finally:
+        con.unregister("_incoming")
+    return len(df)

@@ -1,0 +1,179 @@
+"""Checks shared by every loader, each ending in one `DataError` that names file, row and column.
+
+Row numbers are the ones a person sees when they open the file: for a CSV the header is row 1
+and the first record is row 2; for a spreadsheet, the sheet's own row number. Loaders keep a
+RangeIndex over their records and pass `first_row`, the row number of record 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trafficcore import config
+from trafficcore.data.schema import KEYS
+from trafficcore.errors import DataError
+
+
+def check_file(path: str | Path) -> Path:
+    """The file exists, is not empty and is under the configured size limit."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(str(p), "file not found")
+    if p.is_dir():
+        raise DataError(str(p), "is a folder, expected a file")
+    size = p.stat().st_size
+    if size == 0:
+        raise DataError(str(p), "file is empty")
+    limit = config.max_file_bytes()
+    if size > limit:
+        raise DataError(
+            str(p),
+            f"file is {size / 2**20:.1f} MB, over the {limit / 2**20:.1f} MB limit "
+            "(raise it with TRAFFICCORE_MAX_FILE_MB)",
+        )
+    return p
+
+
+def read_text(path: str | Path) -> str:
+    """Decode a text file as UTF-8 (BOM allowed); a bad byte is reported with its row."""
+    p = check_file(path)
+    raw = p.read_bytes()
+    if p.suffix == ".gz":
+        import gzip
+
+        raw = gzip.decompress(raw)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        row = raw[: e.start].count(b"\n") + 1
+        raise DataError(str(p), f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})", row=row) from None
+
+
+def read_csv(path: str | Path, required: Iterable[str] = (), **kwargs) -> pd.DataFrame:
+    """Read a CSV as strings, checking encoding, emptiness and required columns."""
+    import io
+
+    text = read_text(path)
+    if not text.strip():
+        raise DataError(str(path), "file is empty")
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, **kwargs)
+    except pd.errors.ParserError as e:
+        raise DataError(str(path), f"cannot parse CSV: {e}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    check_columns(df, required, path, header_row=1)
+    if df.empty:
+        raise DataError(str(path), "file has a header but no records", row=2)
+    return df
+
+
+def check_columns(df: pd.DataFrame, required: Iterable[str], path, header_row: int = 1) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(
+            str(path),
+            f"missing required column(s) {missing}; found {list(df.columns)[:12]}",
+            row=header_row,
+            column=missing[0],
+        )
+
+
+def to_numbers(
+    s: pd.Series, path, column: str, first_row: int, allow_missing: bool = False, non_negative: bool = False
+) -> pd.Series:
+    """Parse a column of numbers; the first bad cell ends with a DataError naming it."""
+    if pd.api.types.is_numeric_dtype(s):
+        vals = s.astype(float)
+        bad = pd.Series(False, index=s.index)
+    else:
+        text = s.astype(str).str.strip()
+        empty = text.isin(["", "nan", "NaN", "None"]) | s.isna()
+        vals = pd.to_numeric(text.where(~empty), errors="coerce")
+        bad = vals.isna() & ~empty
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(str(path), f"not a number: {s.iloc[i]!r}", row=first_row + i, column=column)
+    if not allow_missing and vals.isna().any():
+        i = int(np.flatnonzero(vals.isna().to_numpy())[0])
+        raise DataError(str(path), "value is missing", row=first_row + i, column=column)
+    if not np.isfinite(vals.dropna().to_numpy()).all():
+        i = int(np.flatnonzero(~np.isfinite(vals.fillna(0).to_numpy()))[0])
+        raise DataError(str(path), f"not a finite number: {s.iloc[i]!r}", row=first_row + i, column=column)
+    if non_negative and (vals < 0).any():
+        i = int(np.flatnonzero((vals < 0).to_numpy())[0])
+        raise DataError(str(path), f"negative value {vals.iloc[i]:g} (counts cannot be negative)", row=first_row + i, column=column)
+    return vals
+
+
+def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | None = None) -> pd.Series:
+    """Parse timestamps (ISO by default); the first unparsable cell ends with a DataError."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        ts = s
+    else:
+        ts = pd.to_datetime(s.astype(str).str.strip(), errors="coerce", format=fmt if fmt else "mixed")
+    bad = ts.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(str(path), f"not a date/time: {s.iloc[i]!r}", row=first_row + i, column=column)
+    if getattr(ts.dt, "tz", None) is not None:
+        raise DataError(str(path), "timestamps carry a time zone; give local times and the dataset's --timezone", row=first_row, column=column)
+    return ts.astype("datetime64[ns]")
+
+
+def check_unique(df: pd.DataFrame, keys: list[str], value: str | None, path, first_row: int) -> pd.DataFrame:
+    """Drop exact duplicate records; reject duplicates that disagree (naming the second one)."""
+    dup = df.duplicated(keys, keep=False)
+    if not dup.any():
+        return df
+    cols = keys + ([value] if value else [])
+    exact = df.duplicated(cols, keep="first")
+    remaining = df[~exact]
+    conflict = remaining.duplicated(keys, keep="first")
+    if conflict.any():
+        pos = int(np.flatnonzero(conflict.to_numpy())[0])
+        i = remaining.index[pos]
+        key = ", ".join(f"{k}={remaining.loc[i, k]}" for k in keys)
+        raise DataError(str(path), f"conflicting duplicate for {key}", row=first_row + int(i), column=value or keys[-1])
+    return remaining
+
+
+def check_known(s: pd.Series, known: set, path, column: str, first_row: int, what: str = "detector") -> None:
+    """Every id in `s` is among `known`."""
+    unknown = ~s.isin(known)
+    if unknown.any():
+        i = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise DataError(str(path), f"unknown {what} id {s.iloc[i]!r}", row=first_row + i, column=column)
+
+
+def check_tables(frames: dict[str, pd.DataFrame], known_sites: set, known_detectors: set) -> None:
+    """Backstop run by the store on every ingest: keys unique, references resolvable, measures valid.
+
+    Loaders report problems with file context first; this catches a loader bug before it can
+    write an inconsistent store.
+    """
+    for table, df in frames.items():
+        keys = [k for k in KEYS[table] if k != "dataset"]
+        if df.empty:
+            continue
+        if df[keys].isna().any().any():
+            raise DataError(f"<{table}>", f"null key in columns {keys}")
+        if df.duplicated(keys).any():
+            row = df[df.duplicated(keys)].iloc[0]
+            raise DataError(f"<{table}>", f"duplicate key {dict(row[keys])}")
+    sites = known_sites | set(frames["sites"]["site_id"])
+    detectors = known_detectors | set(frames["detectors"]["detector_id"])
+    det = frames["detectors"]
+    if not det.empty:
+        check_known(det["site_id"], sites, "<detectors>", "site_id", 0, what="site")
+        bad = ~det["measure"].isin(["volume", "speed"])
+        if bad.any():
+            raise DataError("<detectors>", f"measure must be volume or speed, got {det['measure'][bad].iloc[0]!r}")
+    obs = frames["observations"]
+    if not obs.empty:
+        check_known(obs["detector_id"], detectors, "<observations>", "detector_id", 0)
+        if not np.isfinite(obs["value"].to_numpy(dtype=float)).all():
+            raise DataError("<observations>", "non-finite value")
