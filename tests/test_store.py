@@ -11,7 +11,9 @@ from trafficcore.errors import DataError
 
 
 def table_counts(store: Store) -> dict[str, int]:
-    return {t: int(store.query(f"SELECT count(*) AS n FROM {t}")["n"][0]) for t in ("sites", "detectors", "observations")}
+    return {
+        t: int(store.query(f"SELECT count(*) AS n FROM {t}")["n"][0]) for t in ("sites", "detectors", "observations")
+    }
 
 
 def test_ingest_and_summary(store):

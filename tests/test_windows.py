@@ -57,10 +57,17 @@ def test_targets_past_end_are_nan(panel):
 def test_context_text_reads_events(store):
     t = tiny_tables()
     t.events = pd.DataFrame(
-        {"event_id": ["e1", "e2"], "start_ts": pd.to_datetime(["2025-01-10 19:00", "2025-01-10 19:30"]),
-         "end_ts": pd.to_datetime(["2025-01-10 22:00", "2025-01-10 20:30"]), "lat": [52.0, 52.0],
-         "lon": [5.0, 5.0], "site_id": ["A", "A"], "kind": ["concert", "crash"],
-         "text": ["Concert at the arena", "Crash blocking a lane"], "source": ["t", "t"]}
+        {
+            "event_id": ["e1", "e2"],
+            "start_ts": pd.to_datetime(["2025-01-10 19:00", "2025-01-10 19:30"]),
+            "end_ts": pd.to_datetime(["2025-01-10 22:00", "2025-01-10 20:30"]),
+            "lat": [52.0, 52.0],
+            "lon": [5.0, 5.0],
+            "site_id": ["A", "A"],
+            "kind": ["concert", "crash"],
+            "text": ["Concert at the arena", "Crash blocking a lane"],
+            "source": ["t", "t"],
+        }
     )
     store.ingest("ev", t)
     p = load_panel(store, "ev")

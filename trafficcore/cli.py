@@ -14,7 +14,9 @@ import typer
 from trafficcore import config
 from trafficcore.errors import TrafficCoreError
 
-app = typer.Typer(help="Traffic forecasts, explanations and signal timing for a city's intersections.", no_args_is_help=True)
+app = typer.Typer(
+    help="Traffic forecasts, explanations and signal timing for a city's intersections.", no_args_is_help=True
+)
 
 DbOpt = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/trafficcore.duckdb)")
 
@@ -70,8 +72,14 @@ def import_(
 
             _one(paths, fmt)
             tables = matrix.load(
-                paths[0], locations=locations, adjacency=adjacency, start=start, interval=interval,
-                measure=measure, timezone=timezone, zero_is_missing=zero_is_missing,
+                paths[0],
+                locations=locations,
+                adjacency=adjacency,
+                start=start,
+                interval=interval,
+                measure=measure,
+                timezone=timezone,
+                zero_is_missing=zero_is_missing,
             )
         elif fmt == "long":
             from trafficcore.data.loaders import long

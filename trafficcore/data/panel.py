@@ -118,9 +118,7 @@ def load_panel(store: Store, dataset: str, measure: str | None = None) -> Panel:
     )
     if measure is not None:
         det = det[det["measure"] == measure].reset_index(drop=True)
-    obs = store.query(
-        "SELECT detector_id, ts, value FROM observations WHERE dataset = ? ORDER BY ts", [dataset]
-    )
+    obs = store.query("SELECT detector_id, ts, value FROM observations WHERE dataset = ? ORDER BY ts", [dataset])
     obs = obs[obs["detector_id"].isin(set(det["detector_id"]))]
     interval = pd.Timedelta(seconds=int(info["interval_s"]))
     if obs.empty:

@@ -65,7 +65,15 @@ class Store:
                 con.execute("DELETE FROM datasets WHERE dataset = ?", [dataset])
                 con.execute(
                     "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [dataset, info.synthetic, info.source, info.timezone, info.interval_s, info.measure, info.description],
+                    [
+                        dataset,
+                        info.synthetic,
+                        info.source,
+                        info.timezone,
+                        info.interval_s,
+                        info.measure,
+                        info.description,
+                    ],
                 )
                 for table, df in frames.items():
                     counts[table] = _upsert(con, table, dataset, df)

@@ -7,8 +7,10 @@ RangeIndex over their records and pass `first_row`, the row number of record 0.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,8 @@ import pandas as pd
 from trafficcore import config
 from trafficcore.data.schema import KEYS
 from trafficcore.errors import DataError
+
+_ZONED = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 
 
 def check_file(path: str | Path) -> Path:
@@ -105,7 +109,9 @@ def to_numbers(
         raise DataError(str(path), f"not a finite number: {s.iloc[i]!r}", row=first_row + i, column=column)
     if non_negative and (vals < 0).any():
         i = int(np.flatnonzero((vals < 0).to_numpy())[0])
-        raise DataError(str(path), f"negative value {vals.iloc[i]:g} (counts cannot be negative)", row=first_row + i, column=column)
+        raise DataError(
+            str(path), f"negative value {vals.iloc[i]:g} (counts cannot be negative)", row=first_row + i, column=column
+        )
     return vals
 
 
@@ -114,13 +120,23 @@ def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | No
     if pd.api.types.is_datetime64_any_dtype(s):
         ts = s
     else:
-        ts = pd.to_datetime(s.astype(str).str.strip(), errors="coerce", format=fmt if fmt else "mixed")
+        try:
+            ts = pd.to_datetime(s.astype(str).str.strip(), errors="coerce", format=fmt if fmt else "mixed")
+        except ValueError:  # pandas refuses a mix of zoned and naive times outright
+            raise DataError(
+                str(path), "timestamps mix local times and times with a UTC offset", column=column
+            ) from None
     bad = ts.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(str(path), f"not a date/time: {s.iloc[i]!r}", row=first_row + i, column=column)
     if getattr(ts.dt, "tz", None) is not None:
-        raise DataError(str(path), "timestamps carry a time zone; give local times and the dataset's --timezone", row=first_row, column=column)
+        raise DataError(
+            str(path),
+            "timestamps carry a time zone; give local times and the dataset's --timezone",
+            row=first_row,
+            column=column,
+        )
     return ts.astype("datetime64[ns]")
 
 
@@ -177,3 +193,81 @@ def check_tables(frames: dict[str, pd.DataFrame], known_sites: set, known_detect
         check_known(obs["detector_id"], detectors, "<observations>", "detector_id", 0)
         if not np.isfinite(obs["value"].to_numpy(dtype=float)).all():
             raise DataError("<observations>", "non-finite value")
+
+
+# ---------------------------------------------------------------- intervals, zones, ranges (matrix + long)
+def check_timezone(timezone: str, path: str | Path) -> None:
+    """The dataset's zone must be a real IANA name: every timestamp is later placed on UTC with it."""
+    try:
+        ZoneInfo(str(timezone))
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise DataError(
+            str(path), f"unknown time zone {timezone!r}; give an IANA name such as Europe/Copenhagen"
+        ) from None
+
+
+def parse_interval(value: str | int | float, path: str | Path) -> int:
+    """Seconds from `300`, `"300"`, `"5min"`, `"1h"`; a positive whole number of seconds or a DataError."""
+    seconds: float | None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        else:
+            try:
+                seconds = pd.Timedelta(text).total_seconds()
+            except (ValueError, TypeError):
+                seconds = None
+    if seconds is None or not np.isfinite(seconds) or seconds <= 0 or seconds != int(seconds):
+        raise DataError(str(path), f"interval {value!r} is not a positive whole number of seconds (e.g. 300 or 5min)")
+    return int(seconds)
+
+
+def mode_step(diffs_ns: np.ndarray) -> int | None:
+    """The most common positive step, in whole seconds (the smaller on a tie); None when there is none."""
+    d = diffs_ns[diffs_ns > 0]
+    if d.size == 0:
+        return None
+    steps, counts = np.unique(d, return_counts=True)
+    best = int(steps[np.argmax(counts)])  # np.unique sorts, so argmax picks the smallest of tied steps
+    return best // 1_000_000_000 if best % 1_000_000_000 == 0 else None
+
+
+def check_range(vals: pd.Series, lo: float, hi: float, path, column: str, first_row: int) -> None:
+    """Every non-null value lies in [lo, hi] (latitude, longitude)."""
+    bad = (vals < lo) | (vals > hi)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(str(path), f"{vals.iloc[i]:g} is outside {lo:g}..{hi:g}", row=first_row + i, column=column)
+
+
+def parse_local_times(s: pd.Series, path, column: str, first_row: int) -> pd.Series:
+    """ISO 8601 local wall-clock times; one carrying a UTC offset is refused, naming its row.
+
+    The offset check runs only when parsing shows there is one (pandas either returns aware times
+    or refuses a mix of aware and naive), so the common case costs nothing extra.
+    """
+    try:
+        return to_timestamps(s, path, column, first_row, fmt="ISO8601")
+    except DataError as e:
+        if "time zone" not in e.message:
+            raise
+        _check_no_zone(s, path, column, first_row)
+        raise
+    except ValueError:  # "Mixed timezones detected"
+        _check_no_zone(s, path, column, first_row)
+        raise DataError(str(path), "timestamps mix local times and times with a UTC offset", column=column) from None
+
+
+def _check_no_zone(s: pd.Series, path, column: str, first_row: int) -> None:
+    zoned = s.astype(str).str.strip().str.contains(_ZONED)
+    if zoned.any():
+        i = int(np.flatnonzero(zoned.to_numpy())[0])
+        raise DataError(
+            str(path),
+            f"{s.iloc[i]!r} carries a time zone; give local wall-clock times and the dataset's --timezone",
+            row=first_row + i,
+            column=column,
+        )

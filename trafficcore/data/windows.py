@@ -59,8 +59,14 @@ class Samples:
     def subset(self, mask) -> Samples:
         take = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
         return Samples(
-            self.detector_idx[take], self.issue_idx[take], self.history[take], self.neighbours[take],
-            self.last_week[take], self.calendar[take], self.targets[take], self.spec,
+            self.detector_idx[take],
+            self.issue_idx[take],
+            self.history[take],
+            self.neighbours[take],
+            self.last_week[take],
+            self.calendar[take],
+            self.targets[take],
+            self.spec,
         )
 
 
@@ -98,8 +104,14 @@ def calendar_features(times: pd.DatetimeIndex, holidays: set) -> np.ndarray:
     weekend = np.asarray(times.day_of_week) >= 5
     hol = np.array([d in holidays for d in times.date]) if holidays else np.zeros(len(times), bool)
     return np.stack(
-        [np.sin(2 * np.pi * tod), np.cos(2 * np.pi * tod), np.sin(2 * np.pi * dow), np.cos(2 * np.pi * dow),
-         weekend.astype(float), hol.astype(float)],
+        [
+            np.sin(2 * np.pi * tod),
+            np.cos(2 * np.pi * tod),
+            np.sin(2 * np.pi * dow),
+            np.cos(2 * np.pi * dow),
+            weekend.astype(float),
+            hol.astype(float),
+        ],
         axis=1,
     ).astype(np.float32)
 
