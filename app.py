@@ -1,35 +1,179 @@
-"""trafficcore dashboard: router and shared sidebar. Every computation lives in trafficcore."""
+"""trafficcore dashboard: router and shared sidebar. Every computation lives in trafficcore.
+
+The sidebar holds what every page shares: the dataset, the model answering forecasts, the "as of"
+clock (issue time) and the selected site. Dataset, site, issue time and horizon are mirrored in
+the URL query (`?dataset=demo&site=S07&at=2025-10-21T08:00&h=60`), so a link reproduces a view and
+survives page switches.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
-from trafficcore import config
-from trafficcore.data.store import Store
-
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # `pages._shared` must import under AppTest as under `streamlit run`
+    sys.path.insert(0, str(HERE))
+
+from pages import _shared as sh  # noqa: E402
+from trafficcore import config  # noqa: E402
+from trafficcore.ui import clock  # noqa: E402
+from trafficcore.ui import models as uim  # noqa: E402
+from trafficcore.ui.series import site_options  # noqa: E402
+
 LOGO = str(HERE / "assets" / "logo.svg")
-st.set_page_config(page_title="trafficcore", page_icon=LOGO, layout="wide")
+CSS = HERE / "assets" / "style.css"
+st.set_page_config(page_title="trafficcore", page_icon=LOGO, layout="wide", initial_sidebar_state="expanded")
+logging.basicConfig(level=logging.INFO)
+if CSS.exists():
+    st.html(f"<style>{CSS.read_text()}</style>")
+
+PAGES = HERE / "pages"
+NAV = {
+    "Explore": [
+        st.Page(PAGES / "forecast_map.py", title="Forecast map", icon=":material/map:", url_path="map", default=True),
+        st.Page(PAGES / "site_detail.py", title="Site detail", icon=":material/show_chart:", url_path="site"),
+    ],
+    "Engineer": [
+        st.Page(PAGES / "signal_whatif.py", title="Signal what-if", icon=":material/traffic:", url_path="signal"),
+        st.Page(PAGES / "tod_plans.py", title="Time-of-day plans", icon=":material/schedule:", url_path="plans"),
+    ],
+    "Explain": [
+        st.Page(PAGES / "why_forecast.py", title="Why this forecast", icon=":material/psychology:", url_path="why"),
+        st.Page(PAGES / "model_report.py", title="Model report", icon=":material/leaderboard:", url_path="report"),
+    ],
+    "Data": [
+        st.Page(PAGES / "import_quality.py", title="Import & quality", icon=":material/upload_file:",
+                url_path="data"),
+    ],
+}
 
 
-@st.cache_resource
-def get_store(path: str) -> Store:
-    return Store(path)
+def _reset_view() -> None:
+    """A new dataset has other sites and another time range: forget the old selection."""
+    for key in ("site", "asof_date", "asof_time", "model"):
+        st.session_state.pop(key, None)
 
 
-store = get_store(str(config.db_path()))
-st.session_state["store"] = store
+def _set_time(ts: pd.Timestamp) -> None:
+    st.session_state["asof_date"] = ts.date()
+    st.session_state["asof_time"] = f"{ts:%H:%M}"
 
-with st.sidebar:
-    st.image(LOGO, width=160)
+
+def _first_run_query() -> dict:
+    """The URL query as the session found it (read once, so page switches cannot erase it)."""
+    if "_qp0" not in st.session_state:
+        st.session_state["_qp0"] = {k: st.query_params.get(k) for k in ("dataset", "site", "at", "h")}
+    return st.session_state["_qp0"]
+
+
+def sidebar() -> sh.Context | None:
+    db = str(config.db_path())
+    store = sh.get_store(db)
+    qp = _first_run_query()
+    st.sidebar.image(LOGO, width=150)
     names = store.dataset_names()
     if not names:
-        st.warning("The store is empty. Run `trafficcore demo` to generate the demo city, or import data.")
-    else:
-        default = names.index("demo") if "demo" in names else 0
-        st.selectbox("Dataset", names, index=default, key="dataset")
+        st.sidebar.warning("The store is empty. Run `trafficcore demo` to generate the demo city, "
+                           "or import data on the **Import & quality** page.")
+        return None
+    if st.session_state.get("dataset") not in names:
+        want = qp.get("dataset")
+        st.session_state["dataset"] = want if want in names else ("demo" if "demo" in names else names[0])
+    dataset = st.sidebar.selectbox("Dataset", names, key="dataset", on_change=_reset_view)
+    info = store.dataset_info(dataset)
+    if info.get("synthetic"):
+        st.sidebar.caption(":material/science: synthetic data")
+    stamp = sh.get_stamp(db, dataset)
+    panel = sh.get_panel(db, dataset, stamp)
+    if len(panel.times) < 20:
+        st.sidebar.warning(f"Dataset '{dataset}' has too few readings to forecast from.")
+        return None
 
-pages = st.navigation({"Data": [st.Page(HERE / "pages" / "datasets.py", title="Datasets", icon=":material/map:")]})
-pages.run()
+    # ---- model
+    options = uim.choices(store, dataset, info, config.DEMO_MODEL_DIR)
+    keys = [c.key for c in options]
+    if st.session_state.get("model") not in keys:
+        st.session_state["model"] = keys[0]
+    key = st.sidebar.selectbox("Model", keys, key="model", format_func=lambda k: options[keys.index(k)].label)
+    choice = options[keys.index(key)]
+
+    # ---- as-of clock
+    first, last = clock.issue_range(panel)
+    if "asof_date" not in st.session_state:
+        want = clock.from_url(qp.get("at")) if not st.session_state.get("_at_seen") else None
+        _set_time(clock.snap(panel, want) if want is not None else clock.default_issue_time(panel))
+    st.session_state["_at_seen"] = True
+    st.sidebar.markdown("**As of** (forecast issue time)")
+    c1, c2 = st.sidebar.columns([3, 2])
+    day = c1.date_input("Date", key="asof_date", min_value=first.date(), max_value=last.date(),
+                        label_visibility="collapsed", format="YYYY-MM-DD")
+    times = clock.time_options(panel)
+    if st.session_state.get("asof_time") not in times:
+        st.session_state["asof_time"] = times[0]
+    hhmm = c2.selectbox("Time", times, key="asof_time", label_visibility="collapsed")
+    issued_at = clock.snap(panel, clock.combine(day, hhmm))
+    st.sidebar.button("Jump to the newest reading", on_click=_set_time, args=(last,), icon=":material/update:",
+                      width="stretch")
+    st.sidebar.caption(clock.describe(issued_at, panel))
+
+    # ---- site
+    sites = site_options(panel)
+    ids = list(sites["site_id"])
+    if st.session_state.get("site") not in ids:
+        want = qp.get("site") if "_site_seen" not in st.session_state else None
+        st.session_state["site"] = want if want in ids else (ids[0] if ids else None)
+    st.session_state["_site_seen"] = True
+    labels = dict(zip(sites["site_id"], sites["label"], strict=True))
+    site = st.sidebar.selectbox("Site", ids, key="site", format_func=lambda s: labels.get(s, s)) if ids else None
+
+    if "horizon" not in st.session_state:
+        try:
+            st.session_state["horizon"] = int(qp.get("h") or 60)
+        except ValueError:
+            st.session_state["horizon"] = 60
+
+    # ---- model status
+    model, status = None, ""
+    with st.sidebar.container(border=True):
+        st.markdown("**Model in use**")
+        try:
+            model, note = sh.get_model(db, dataset, stamp, choice)
+            status = uim.describe(choice, model, note)
+            st.caption(status)
+        except Exception as exc:  # noqa: BLE001 - a broken model must not take the app down
+            sh.log.exception("model %s for %s failed", choice.key, dataset)
+            status = f"The model '{choice.label}' could not be prepared ({type(exc).__name__}); choose another."
+            st.warning(status)
+
+    ctx = sh.Context(db=db, store=store, dataset=dataset, info=info, stamp=stamp, panel=panel, choice=choice,
+                     model=model, model_note=status, issued_at=issued_at, site=site,
+                     horizon=int(st.session_state["horizon"]))
+    sync_query(ctx)
+    return ctx
+
+
+def sync_query(ctx: sh.Context) -> None:
+    """Mirror the shared selection in the URL (rewritten after page switches, which clear it)."""
+    want = {"dataset": ctx.dataset, "at": clock.to_url(ctx.issued_at), "h": str(ctx.horizon)}
+    if ctx.site:
+        want["site"] = ctx.site
+    if st.query_params.to_dict() != want:
+        st.query_params.from_dict(want)
+
+
+try:
+    st.session_state["_ctx"] = sidebar()
+except Exception as exc:  # noqa: BLE001 - never a raw traceback in the browser
+    st.session_state["_ctx"] = None
+    sh.report_failure("sidebar", exc)
+
+page = st.navigation(NAV)
+try:
+    page.run()
+except Exception as exc:  # noqa: BLE001
+    sh.report_failure(f"page {page.title}", exc)

@@ -123,6 +123,7 @@ def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | No
         try:
             ts = pd.to_datetime(s.astype(str).str.strip(), errors="coerce", format=fmt if fmt else "mixed")
         except ValueError:  # pandas refuses a mix of zoned and naive times outright
+            _check_no_zone(s, path, column, first_row)
             raise DataError(
                 str(path), "timestamps mix local times and times with a UTC offset", column=column
             ) from None
