@@ -36,7 +36,8 @@ class Panel:
     events: pd.DataFrame
     weather: pd.DataFrame
     adjacency: pd.DataFrame
-    _col: dict[str, int] = field(default_factory=dict, repr=False)
+    _col: dict[str, int] = field(default_factory=dict, repr=False, init=False)
+    _neighbours: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False, init=False)
 
     def __post_init__(self):
         self._col = {d: i for i, d in enumerate(self.detectors["detector_id"])}
@@ -81,27 +82,40 @@ class Panel:
         sites adjacent in the source's own graph (or shared road names, for SCATS), nearest first,
         topped up by distance to k.
         """
-        det = self.detectors
-        me = det.iloc[self.column(detector_id)]
-        other = det[(det["site_id"] != me["site_id"]) & (det["measure"] == me["measure"])]
-        dist = pd.Series(haversine_km(me["lat"], me["lon"], other["lat"], other["lon"]), index=other["detector_id"])
-        dist = dist.sort_values(kind="stable")
-        if method == "distance":
-            return list(dist.index[:k])
-        if method != "graph":
-            raise ValueError(f"method must be 'distance' or 'graph', not {method!r}")
-        adj = self.adjacency
-        linked = set(adj.loc[adj["src"] == me["site_id"], "dst"]) if not adj.empty else set()
-        on_graph = [d for d in dist.index if other.set_index("detector_id").loc[d, "site_id"] in linked]
-        rest = [d for d in dist.index if d not in set(on_graph)]
-        return (on_graph + rest)[:k]
+        row = self.neighbour_matrix(k, method)[self.column(detector_id)]
+        ids = self.detectors["detector_id"].to_numpy()
+        return [ids[i] for i in row if i >= 0]
 
     def neighbour_matrix(self, k: int = 4, method: str = "distance") -> np.ndarray:
-        """(D, k) column indices of each detector's neighbours (-1 where fewer exist)."""
-        out = np.full((len(self.detectors), k), -1, dtype=np.int64)
-        for i, d in enumerate(self.detectors["detector_id"]):
-            nb = [self.column(x) for x in self.neighbours(d, k=k, method=method)]
-            out[i, : len(nb)] = nb
+        """(D, k) column indices of each detector's neighbours (-1 where fewer exist); cached."""
+        if method not in ("distance", "graph"):
+            raise ValueError(f"method must be 'distance' or 'graph', not {method!r}")
+        key = (k, method)
+        if key not in self._neighbours:
+            self._neighbours[key] = self._rank_neighbours(k, method)
+        return self._neighbours[key]
+
+    def _rank_neighbours(self, k: int, method: str) -> np.ndarray:
+        det = self.detectors
+        lat, lon = det["lat"].to_numpy(float), det["lon"].to_numpy(float)
+        site = det["site_id"].astype(str).to_numpy()
+        measure = det["measure"].astype(str).to_numpy()
+        dist = haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
+        dist = np.where(np.isfinite(dist), dist, 1e6)
+        excluded = (site[:, None] == site[None, :]) | (measure[:, None] != measure[None, :])
+        score = np.where(excluded, np.inf, dist)
+        if method == "graph" and not self.adjacency.empty:
+            pairs = set(zip(self.adjacency["src"].astype(str), self.adjacency["dst"].astype(str), strict=True))
+            sites = np.unique(site)
+            linked_sites = np.array([[(a, b) in pairs for b in sites] for a in sites])
+            pos = np.searchsorted(sites, site)
+            linked = linked_sites[pos[:, None], pos[None, :]]
+            score = np.where(linked & ~excluded, score - 1e7, score)  # graph neighbours first, nearest first
+        order = np.argsort(score, axis=1, kind="stable")[:, :k]
+        ok = np.isfinite(np.take_along_axis(score, order, axis=1))
+        out = np.where(ok, order, -1).astype(np.int64)
+        if out.shape[1] < k:
+            out = np.hstack([out, np.full((len(det), k - out.shape[1]), -1, np.int64)])
         return out
 
 

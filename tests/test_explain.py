@@ -1,0 +1,89 @@
+"""Explanations: additivity, the right words get the credit, tree and permutation paths, safe HTML."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import tiny_tables
+
+from trafficcore.data.panel import load_panel
+from trafficcore.data.windows import WindowSpec, issue_grid
+from trafficcore.explain import explain, global_importance, phrases, tokens_html
+
+
+class WordModel:
+    """A transparent text+numbers model: last reading + 10 per 'concert' + 0.5 x last week."""
+
+    name = "word-model"
+    use_text = True
+
+    def __init__(self):
+        self.spec = WindowSpec(history_steps=8, horizons_min=(15, 30), n_neighbours=2)
+
+    def predict_with_texts(self, panel, samples, texts):
+        bump = np.array([10.0 * t.lower().split().count("concert") for t in texts])
+        p50 = samples.history[:, -1] + bump + 0.5 * np.nan_to_num(samples.last_week[:, 0])
+        p50 = np.repeat(p50[:, None], len(self.spec.horizons_min), axis=1)
+        return np.stack([p50 - 5, p50, p50 + 5], axis=-1)
+
+
+@pytest.fixture
+def panel(store):
+    t = tiny_tables()
+    t.events = pd.DataFrame(
+        {
+            "event_id": ["e1"],
+            "start_ts": pd.to_datetime(["2025-01-10 19:00"]),
+            "end_ts": pd.to_datetime(["2025-01-10 22:00"]),
+            "lat": [52.0],
+            "lon": [5.0],
+            "site_id": ["A"],
+            "kind": ["concert"],
+            "text": ["<script>alert(1)</script> concert <img src=x onerror=alert(2)>"],
+            "source": ["user"],
+        }
+    )
+    store.ingest("ev", t)
+    return load_panel(store, "ev")
+
+
+def test_additive_and_credits_the_event_words(panel):
+    e = explain(WordModel(), panel, "A:N", "2025-01-10 18:30", 30)
+    assert e.total() == pytest.approx(e.prediction, rel=1e-3)
+    by_token = {t["token"]: t["value"] for t in e.tokens}
+    assert by_token["concert"] == pytest.approx(10.0, abs=1e-6)
+    top = max(e.tokens, key=lambda t: t["value"])
+    assert top["token"] == "concert"
+    values = {f["name"]: f["value"] for f in e.features}
+    assert values["neighbours"] == pytest.approx(0.0) and values["calendar"] == pytest.approx(0.0)
+    assert abs(values["last interval"]) > 0  # the newest reading moved the forecast away from typical
+
+
+def test_user_text_is_escaped(panel):
+    e = explain(WordModel(), panel, "A:N", "2025-01-10 18:30", 30)
+    out = tokens_html(e)
+    assert "<script>" not in out and "<img" not in out
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out and "&lt;img" in out
+
+
+def test_note_changes_the_forecast(panel):
+    plain = explain(WordModel(), panel, "C:S", "2025-01-10 18:30", 30)
+    noted = explain(WordModel(), panel, "C:S", "2025-01-10 18:30", 30, note="Concert at the stadium at 7 pm")
+    assert noted.prediction == pytest.approx(plain.prediction + 10)
+    assert dict(phrases(noted))["Concert at the stadium at 7 pm"] == pytest.approx(10.0)
+
+
+def test_gradient_boosting_tree_explainer(panel):
+    from trafficcore.models.baselines import GradientBoosting
+
+    spec = WindowSpec(history_steps=8, horizons_min=(15, 30), n_neighbours=2)
+    rows = issue_grid(panel, spec=spec)
+    m = GradientBoosting(spec=spec, max_rounds=30).fit(
+        panel, rows[rows < 96 * 10], rows[(rows >= 96 * 10) & (rows < 96 * 12)]
+    )
+    e = explain(m, panel, "B:N", "2025-01-13 08:00", 30)
+    assert e.total() == pytest.approx(e.prediction, rel=1e-3)
+    assert not e.tokens and e.features
+    fi, ti = global_importance(WordModel(), panel, [("A:N", "2025-01-10 18:30"), ("B:N", "2025-01-10 18:30")])
+    assert set(fi["name"]) >= {"last interval", "neighbours"} and (fi["mean_abs"] >= 0).all()
