@@ -141,6 +141,51 @@ def datasets(
         )
 
 
+@app.command()
+def explain(
+    dataset: str = typer.Option(..., "--dataset"),
+    detector: str = typer.Option(..., "--detector", help="detector_id"),
+    at: str = typer.Option(..., "--at", help="issue time (local)"),
+    horizon: int = typer.Option(30, "--horizon", help="minutes ahead"),
+    note: str | None = typer.Option(None, "--note", help="a scenario note added to the context text"),
+    model: Path | None = typer.Option(None, "--model", help="saved model folder (default: the best available)"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the explanation here"),
+    db: Path | None = DbOpt,
+) -> None:
+    """Why a forecast is what it is: SHAP attributions over context words and numeric features."""
+    from trafficcore.data.panel import load_panel
+    from trafficcore.data.store import Store
+    from trafficcore.explain import explain as run_explain
+    from trafficcore.ui import models as choose
+
+    try:
+        store = Store(config.db_path(db), read_only=True)
+        panel = load_panel(store, dataset)
+        if model is not None:
+            m = choose.load_saved(str(model))
+        else:
+            best = choose.choices(store, dataset, store.dataset_info(dataset), config.DEMO_MODEL_DIR)[0]
+            m = choose.load_saved(best.path) if best.kind == "saved" else choose.fit_baseline(best.name, panel)[0]
+        e = run_explain(m, panel, detector, at, horizon, note=note)
+    except (KeyError, ValueError, TrafficCoreError) as err:
+        _fail(str(err).strip("'\""))
+    typer.echo(e.summary)
+    if json_out:
+        keys = ["prediction", "base_value", "tokens", "features", "summary", "model", "detector_id", "issued_at",
+                "horizon_min", "typical", "text"]
+        json_out.write_text(json.dumps({k: e.to_dict()[k] for k in keys}, indent=2))
+        typer.echo(f"wrote {json_out}")
+
+
+def _register_subcommands() -> None:
+    from trafficcore.signal.cli import app as signal_app
+
+    app.add_typer(signal_app, name="signal")
+
+
+_register_subcommands()
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

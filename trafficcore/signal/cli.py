@@ -173,7 +173,12 @@ def _fail(e: Exception) -> None:
 
 
 _PLAN = typer.Option(..., "--plan", help="Timing plan JSON (schema in docs/SIGNAL.md).")
-_DEMAND = typer.Option(..., "--demand", help="Demand CSV: approach, interval_start, p10, p50, p90 [, unit].")
+_DEMAND = typer.Option(None, "--demand", help="Demand CSV: approach, interval_start, p10, p50, p90 [, unit].")
+_DATASET = typer.Option(None, "--dataset", help="Instead of --demand: forecast demand for --site at --at.")
+_SITE = typer.Option(None, "--site", help="With --dataset: the intersection (site_id).")
+_AT = typer.Option(None, "--at", help="With --dataset: issue time of the forecast (local time).")
+_MODEL = typer.Option(None, "--model", help="With --dataset: saved model folder (default: the best available).")
+_DB = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/trafficcore.duckdb)")
 _JSON = typer.Option(None, "--json", help="Write the full result here as JSON.")
 _UNIT = typer.Option("veh", "--unit", help="Unit of demand values when the CSV has no unit column: veh (per "
                                           "interval) or veh/h.")
@@ -184,16 +189,63 @@ _IQ = typer.Option(False, "--initial-queue/--no-initial-queue",
 _Q = typer.Option("p50", "--quantile", help="Demand quantile to analyse: p10, p50 or p90.")
 
 
-def _load(plan: Path, demand: Path, interval_min: int, unit: str, phf: float | None):
-    return load_plan(plan), read_demand_csv(demand, interval_min=interval_min, unit=unit, phf=phf)
+def _load(plan: Path, demand: Path | None, interval_min: int, unit: str, phf: float | None, source: tuple = ()):
+    dataset, site, at, model, db = source or (None,) * 5
+    if (demand is None) == (dataset is None):
+        raise TrafficCoreError("give either --demand DEMAND.csv or --dataset NAME --site ID --at TIME")
+    if demand is not None:
+        return load_plan(plan), read_demand_csv(demand, interval_min=interval_min, unit=unit, phf=phf)
+    if not site or not at:
+        raise TrafficCoreError("--dataset needs --site ID and --at TIME")
+    return load_plan(plan), forecast_demand(dataset, site, at, model, db, interval_min=interval_min, phf=phf)
+
+
+def forecast_demand(dataset: str, site: str, at: str, model_dir: Path | None, db: Path | None,
+                    interval_min: int = 15, phf: float | None = None) -> pd.DataFrame:
+    """Approach demand for a site from a forecast issued at `at`, using the best model available
+    for the dataset (the one the dashboard uses; see trafficcore.ui.models)."""
+    from trafficcore import config
+    from trafficcore.data.panel import load_panel
+    from trafficcore.data.store import Store
+    from trafficcore.signal.demand import demand_from_forecast
+    from trafficcore.ui import models as choose
+    from trafficcore.ui.signals import assign_legs
+
+    store = Store(config.db_path(db), read_only=True)
+    try:
+        panel = load_panel(store, dataset, measure="volume")
+    except KeyError as e:
+        raise TrafficCoreError(str(e)) from None
+    dets = panel.detectors[panel.detectors["site_id"].astype(str) == str(site)]
+    if dets.empty:
+        raise TrafficCoreError(f"no volume detectors at site {site!r} in dataset {dataset!r}")
+    legs = assign_legs(list(dets["approach"].dropna().unique()))
+    mapping = {d: legs[a] for d, a in zip(dets["detector_id"], dets["approach"], strict=True) if a in legs}
+    if model_dir is not None:
+        model = choose.load_saved(str(model_dir))
+    else:
+        best = choose.choices(store, dataset, store.dataset_info(dataset), choose_model_dir())[0]
+        model = choose.load_saved(best.path) if best.kind == "saved" else choose.fit_baseline(best.name, panel)[0]
+    try:
+        fc = choose.forecast(model, panel, [pd.Timestamp(at)], list(mapping))
+    except ValueError as e:
+        raise TrafficCoreError(str(e)) from None
+    return demand_from_forecast(fc, mapping, interval_min=interval_min, phf=phf)
+
+
+def choose_model_dir() -> Path:
+    from trafficcore import config
+
+    return config.DEMO_MODEL_DIR
 
 
 @app.command("analyse")
 def analyse_cmd(plan: Path = _PLAN, demand: Path = _DEMAND, json_out: Path = _JSON, quantile: str = _Q,
-                unit: str = _UNIT, interval_min: int = _INTERVAL, phf: float = _PHF, initial_queue: bool = _IQ):
+                unit: str = _UNIT, interval_min: int = _INTERVAL, phf: float = _PHF, initial_queue: bool = _IQ,
+                dataset: str = _DATASET, site: str = _SITE, at: str = _AT, model: Path = _MODEL, db: Path = _DB):
     """Capacity, v/c, HCM control delay, LOS and queues per approach and interval."""
     try:
-        p, d = _load(plan, demand, interval_min, unit, phf)
+        p, d = _load(plan, demand, interval_min, unit, phf, (dataset, site, at, model, db))
         result = run_analyse(p, d, quantile=quantile, initial_queue=initial_queue)
     except TrafficCoreError as e:
         _fail(e)
@@ -205,6 +257,7 @@ def analyse_cmd(plan: Path = _PLAN, demand: Path = _DEMAND, json_out: Path = _JS
 def optimise_cmd(
     plan: Path = _PLAN, demand: Path = _DEMAND, json_out: Path = _JSON, unit: str = _UNIT,
     interval_min: int = _INTERVAL, phf: float = _PHF, initial_queue: bool = _IQ,
+    dataset: str = _DATASET, site: str = _SITE, at: str = _AT, model: Path = _MODEL, db: Path = _DB,
     robust: bool = typer.Option(False, "--robust", help="Minimise expected delay over P10/P50/P90 (Swanson "
                                                        f"weights {tuple(SWANSON.values())})."),
     tod: int = typer.Option(0, "--tod", help="Also split the profile into this many time-of-day plans."),
@@ -215,7 +268,7 @@ def optimise_cmd(
 ):
     """Webster cycle and splits, a delay-minimising search (optionally robust) and time-of-day plans."""
     try:
-        p, d = _load(plan, demand, interval_min, unit, phf)
+        p, d = _load(plan, demand, interval_min, unit, phf, (dataset, site, at, model, db))
         if tod < 0:
             raise TrafficCoreError(f"--tod must be 0 or more, got {tod}")
         result = run_optimise(p, d, robust=robust, tod=tod, min_plan_min=min_plan_min, initial_queue=initial_queue,
@@ -234,13 +287,14 @@ def optimise_cmd(
 def simulate_cmd(
     plan: Path = _PLAN, demand: Path = _DEMAND, json_out: Path = _JSON, quantile: str = _Q, unit: str = _UNIT,
     interval_min: int = _INTERVAL, phf: float = _PHF, initial_queue: bool = _IQ,
+    dataset: str = _DATASET, site: str = _SITE, at: str = _AT, model: Path = _MODEL, db: Path = _DB,
     seed: int = typer.Option(42, "--seed", help="SUMO random seed."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds before SUMO is stopped."),
     step_length: float = typer.Option(0.5, "--step-length", help="SUMO time step (s)."),
 ):
     """Run the plan in SUMO (headless) and report simulated delay and queues beside the analytic ones."""
     try:
-        p, d = _load(plan, demand, interval_min, unit, phf)
+        p, d = _load(plan, demand, interval_min, unit, phf, (dataset, site, at, model, db))
         result = run_simulate(p, d, quantile=quantile, seed=seed, timeout_s=timeout, step_length=step_length,
                               initial_queue=initial_queue)
     except TrafficCoreError as e:
