@@ -105,7 +105,7 @@ def explain(
         out = _explain_tree(model, panel, samples, j)
         text = ""
     else:
-        text = context_text(context_fields(panel, d, row, model.spec), note=note) if _reads_text(model) else ""
+        text = _context_of(model, panel, samples, note) if _reads_text(model) else ""
         out = _explain_permutation(model, panel, samples, j, text, n_permutations, seed)
     base, pred, tokens, features = out
     expl = Explanation(
@@ -123,6 +123,15 @@ def explain(
     expl.summary = summarise(expl, panel)
     _CACHE[key] = expl
     return expl
+
+
+def _context_of(model, panel: Panel, samples: Samples, note: str | None) -> str:
+    """The text the model itself reads for this sample (its own `texts` when it has one), plus the note."""
+    if callable(getattr(model, "texts", None)):
+        base = model.texts(panel, samples)[0]
+    else:
+        base = context_text(context_fields(panel, int(samples.detector_idx[0]), int(samples.issue_idx[0]), model.spec))
+    return f"{base} {note.strip()}" if note and note.strip() else base
 
 
 def _reads_text(model) -> bool:
