@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+_T0 = time.perf_counter()
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `pages._shared` must import under AppTest as under `streamlit run`
     sys.path.insert(0, str(HERE))
@@ -29,6 +31,7 @@ LOGO = str(HERE / "assets" / "logo.svg")
 CSS = HERE / "assets" / "style.css"
 st.set_page_config(page_title="trafficcore", page_icon=LOGO, layout="wide", initial_sidebar_state="expanded")
 logging.basicConfig(level=logging.INFO)
+st.logo(LOGO, size="large")
 if CSS.exists():
     st.html(f"<style>{CSS.read_text()}</style>")
 
@@ -54,14 +57,14 @@ NAV = {
 
 
 def _reset_view() -> None:
-    """A new dataset has other sites and another time range: forget the old selection."""
+    """A new dataset has other sites, models and another time range: forget the old selection."""
     for key in ("site", "asof_date", "asof_time", "model"):
-        st.session_state.pop(key, None)
+        sh.kept_store().pop(key, None)
 
 
 def _set_time(ts: pd.Timestamp) -> None:
-    st.session_state["asof_date"] = ts.date()
-    st.session_state["asof_time"] = f"{ts:%H:%M}"
+    sh.keep("asof_date", ts.date())
+    sh.keep("asof_time", f"{ts:%H:%M}")
 
 
 def _first_run_query() -> dict:
@@ -71,20 +74,26 @@ def _first_run_query() -> dict:
     return st.session_state["_qp0"]
 
 
+def _once(flag: str) -> bool:
+    """True the first time a session asks (the URL query applies only to a session's first view)."""
+    first = not st.session_state.get(flag)
+    st.session_state[flag] = True
+    return first
+
+
 def sidebar() -> sh.Context | None:
     db = str(config.db_path())
     store = sh.get_store(db)
     qp = _first_run_query()
-    st.sidebar.image(LOGO, width=150)
     names = store.dataset_names()
     if not names:
         st.sidebar.warning("The store is empty. Run `trafficcore demo` to generate the demo city, "
                            "or import data on the **Import & quality** page.")
         return None
-    if st.session_state.get("dataset") not in names:
-        want = qp.get("dataset")
-        st.session_state["dataset"] = want if want in names else ("demo" if "demo" in names else names[0])
-    dataset = st.sidebar.selectbox("Dataset", names, key="dataset", on_change=_reset_view)
+    if sh.kept("dataset") not in names:
+        want = qp.get("dataset") if _once("_qp_dataset") else None
+        sh.keep("dataset", want if want in names else ("demo" if "demo" in names else names[0]))
+    dataset = st.sidebar.selectbox("Dataset", names, **sh.persistent("dataset", None, then=_reset_view))
     info = store.dataset_info(dataset)
     if info.get("synthetic"):
         st.sidebar.caption(":material/science: synthetic data")
@@ -97,25 +106,24 @@ def sidebar() -> sh.Context | None:
     # ---- model
     options = uim.choices(store, dataset, info, config.DEMO_MODEL_DIR)
     keys = [c.key for c in options]
-    if st.session_state.get("model") not in keys:
-        st.session_state["model"] = keys[0]
-    key = st.sidebar.selectbox("Model", keys, key="model", format_func=lambda k: options[keys.index(k)].label)
+    if sh.kept("model") not in keys:
+        sh.keep("model", keys[0])
+    key = st.sidebar.selectbox("Model", keys, format_func=lambda k: options[keys.index(k)].label,
+                               **sh.persistent("model", keys[0]))
     choice = options[keys.index(key)]
 
     # ---- as-of clock
     first, last = clock.issue_range(panel)
-    if "asof_date" not in st.session_state:
-        want = clock.from_url(qp.get("at")) if not st.session_state.get("_at_seen") else None
+    times = clock.time_options(panel)
+    day0, hhmm0 = sh.kept("asof_date"), sh.kept("asof_time")
+    if day0 is None or hhmm0 not in times or not first.date() <= day0 <= last.date():
+        want = clock.from_url(qp.get("at")) if _once("_qp_at") else None
         _set_time(clock.snap(panel, want) if want is not None else clock.default_issue_time(panel))
-    st.session_state["_at_seen"] = True
     st.sidebar.markdown("**As of** (forecast issue time)")
     c1, c2 = st.sidebar.columns([3, 2])
-    day = c1.date_input("Date", key="asof_date", min_value=first.date(), max_value=last.date(),
-                        label_visibility="collapsed", format="YYYY-MM-DD")
-    times = clock.time_options(panel)
-    if st.session_state.get("asof_time") not in times:
-        st.session_state["asof_time"] = times[0]
-    hhmm = c2.selectbox("Time", times, key="asof_time", label_visibility="collapsed")
+    day = c1.date_input("Date", min_value=first.date(), max_value=last.date(), label_visibility="collapsed",
+                        format="YYYY-MM-DD", **sh.persistent("asof_date", None))
+    hhmm = c2.selectbox("Time", times, label_visibility="collapsed", **sh.persistent("asof_time", times[0]))
     issued_at = clock.snap(panel, clock.combine(day, hhmm))
     st.sidebar.button("Jump to the newest reading", on_click=_set_time, args=(last,), icon=":material/update:",
                       width="stretch")
@@ -124,37 +132,56 @@ def sidebar() -> sh.Context | None:
     # ---- site
     sites = site_options(panel)
     ids = list(sites["site_id"])
-    if st.session_state.get("site") not in ids:
-        want = qp.get("site") if "_site_seen" not in st.session_state else None
-        st.session_state["site"] = want if want in ids else (ids[0] if ids else None)
-    st.session_state["_site_seen"] = True
+    if sh.kept("site") not in ids:
+        want = qp.get("site") if _once("_qp_site") else None
+        sh.keep("site", want if want in ids else (ids[0] if ids else None))
     labels = dict(zip(sites["site_id"], sites["label"], strict=True))
-    site = st.sidebar.selectbox("Site", ids, key="site", format_func=lambda s: labels.get(s, s)) if ids else None
+    site = (st.sidebar.selectbox("Site", ids, format_func=lambda s: labels.get(s, s), **sh.persistent("site", None))
+            if ids else None)
 
-    if "horizon" not in st.session_state:
+    if sh.kept("horizon") is None:
         try:
-            st.session_state["horizon"] = int(qp.get("h") or 60)
+            sh.keep("horizon", int(qp.get("h") or 60) if _once("_qp_h") else 60)
         except ValueError:
-            st.session_state["horizon"] = 60
+            sh.keep("horizon", 60)
 
     # ---- model status
-    model, status = None, ""
+    model, status, answering = None, "", choice
     with st.sidebar.container(border=True):
         st.markdown("**Model in use**")
         try:
-            model, note = sh.get_model(db, dataset, stamp, choice)
-            status = uim.describe(choice, model, note)
-            st.caption(status)
+            lkey = sh.loader_key(db, dataset, stamp, choice)
+            loader = sh.loader_for(lkey)
+            if sh.in_background(choice) and (loader is None or not loader.ready):
+                # a slow model is being prepared in the background: answer with the historical average
+                answering = next(c for c in options if c.key == "fit:historical_average")
+                model, note = sh.get_model(db, dataset, stamp, answering)
+                status = (f"{choice.label}: being prepared, the page refreshes when it is ready. Meanwhile: "
+                          + uim.describe(answering, model, note))
+                st.caption(status)
+                st.session_state["_load_after_run"] = (db, dataset, stamp, choice)
+                _refresh_when_loaded(lkey)
+            else:
+                model, note = sh.get_model(db, dataset, stamp, choice)
+                status = uim.describe(choice, model, note)
+                st.caption(status)
         except Exception as exc:  # noqa: BLE001 - a broken model must not take the app down
             sh.log.exception("model %s for %s failed", choice.key, dataset)
             status = f"The model '{choice.label}' could not be prepared ({type(exc).__name__}); choose another."
             st.warning(status)
 
-    ctx = sh.Context(db=db, store=store, dataset=dataset, info=info, stamp=stamp, panel=panel, choice=choice,
-                     model=model, model_note=status, issued_at=issued_at, site=site,
-                     horizon=int(st.session_state["horizon"]))
+    ctx = sh.Context(db=db, store=store, dataset=dataset, info=info, stamp=stamp, panel=panel, choice=answering,
+                     model=model, model_note=status, issued_at=issued_at, site=site, horizon=int(sh.kept("horizon")))
     sync_query(ctx)
     return ctx
+
+
+@st.fragment(run_every=1.0)
+def _refresh_when_loaded(key: str) -> None:
+    """Poll the background loader; rerun the whole app once the model is ready."""
+    loader = sh.loader_for(key)
+    if loader is not None and loader.ready:
+        st.rerun(scope="app")
 
 
 def sync_query(ctx: sh.Context) -> None:
@@ -172,8 +199,13 @@ except Exception as exc:  # noqa: BLE001 - never a raw traceback in the browser
     st.session_state["_ctx"] = None
     sh.report_failure("sidebar", exc)
 
+sh.PAGES.update({p.url_path or "map": p for group in NAV.values() for p in group})
 page = st.navigation(NAV)
 try:
     page.run()
 except Exception as exc:  # noqa: BLE001
     sh.report_failure(f"page {page.title}", exc)
+finally:  # server time per run, for the 1-second bar (the browser tests read these lines)
+    sh.timing.info("run page=%s took %.3f s", page.url_path or "map", time.perf_counter() - _T0)
+    if st.session_state.get("_load_after_run"):  # the page is drawn: now prepare the slow model
+        sh.start_loading(*st.session_state.pop("_load_after_run"))

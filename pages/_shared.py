@@ -1,0 +1,289 @@
+"""What every page shares: cached store, panel, model and forecasts, the page context, and safe failure.
+
+Caching (the 1-second interaction bar rests on it): the store handle, the panel (a dataset in
+memory) and the fitted or loaded model are `st.cache_resource` (one copy, shared by sessions,
+never mutated); forecast frames and quality tables are `st.cache_data` keyed by dataset contents
+(`data_stamp`), model and issue time, so a re-import invalidates them and nothing else does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from trafficcore import config
+from trafficcore.data.panel import Panel, load_panel
+from trafficcore.data.store import Store
+from trafficcore.ui import SYNTHETIC_LABEL, data_stamp
+from trafficcore.ui import forecasts as uif
+from trafficcore.ui import models as uim
+
+log = logging.getLogger("trafficcore.app")
+timing = logging.getLogger("trafficcore.app.timing")
+
+FRIENDLY = (
+    "Something went wrong while drawing this part of the page. The problem has been logged; "
+    "try another setting, or reload the page."
+)
+
+
+@st.cache_resource(show_spinner=False)
+def get_store(path: str) -> Store:
+    return Store(path)
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def get_stamp(path: str, dataset: str) -> str:
+    """Fingerprint of a dataset (cached briefly: it is a count over the observations)."""
+    return data_stamp(get_store(path), dataset)
+
+
+@st.cache_resource(show_spinner="Loading the dataset into memory...", max_entries=3)
+def get_panel(path: str, dataset: str, stamp: str) -> Panel:
+    return load_panel(get_store(path), dataset)
+
+
+@st.cache_resource(show_spinner="Preparing the forecasting model...", max_entries=6)
+def get_model(path: str, dataset: str, stamp: str, choice: uim.ModelChoice) -> tuple[object, dict | None]:
+    """The model behind a sidebar choice: loaded from its folder, or a baseline fitted once."""
+    if in_background(choice):
+        loader = start_loading(path, dataset, stamp, choice)
+        loader.done.wait()
+        if loader.error is not None:
+            raise loader.error
+        return loader.model, loader.note
+    return uim.fit_baseline(choice.name, get_panel(path, dataset, stamp))
+
+
+#: Choices that take seconds to minutes to prepare: saved models (torch, the encoder) and gradient
+#: boosting fitted on the spot. They are prepared in a background thread; meanwhile the historical
+#: average answers, the sidebar says so, and the page refreshes itself when the model is ready.
+BACKGROUND_FITS = ("fit:gbt",)
+
+
+def in_background(choice: uim.ModelChoice) -> bool:
+    return choice.kind == "saved" or choice.key in BACKGROUND_FITS
+
+
+class ModelLoader:
+    """Prepares one model in a background thread (see BACKGROUND_FITS)."""
+
+    def __init__(self, key: str, make):
+        self.key = key
+        self.model = None
+        self.note: dict | None = None
+        self.error: BaseException | None = None
+        self.seconds: float | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(make,), name=f"prepare-model:{key}", daemon=True).start()
+
+    def _run(self, make) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.model, self.note = make()
+        except Exception as exc:  # noqa: BLE001 - reported in the sidebar and the log
+            log.exception("preparing the model %s failed", self.key)
+            self.error = exc
+        finally:
+            self.seconds = time.perf_counter() - t0
+            timing.info("model %s ready in %.2f s", self.key, self.seconds)
+            self.done.set()
+
+    @property
+    def ready(self) -> bool:
+        return self.done.is_set()
+
+
+_LOADERS: dict[str, ModelLoader] = {}
+_LOADERS_LOCK = threading.Lock()
+
+
+def loader_key(path: str, dataset: str, stamp: str, choice: uim.ModelChoice) -> str:
+    """A saved model is the same for every dataset; a fitted one belongs to one dataset version."""
+    return str(choice.path) if choice.kind == "saved" else f"{path}|{dataset}|{stamp}|{choice.key}"
+
+
+def loader_for(key: str) -> ModelLoader | None:
+    """The background loader for a key, if preparing has been started (by any session)."""
+    return _LOADERS.get(key)
+
+
+def start_loading(path: str, dataset: str, stamp: str, choice: uim.ModelChoice) -> ModelLoader:
+    """Start preparing a model in the background (once per process); returns its loader.
+
+    app.py calls this at the end of a script run, after the page has been drawn, so that importing
+    torch or fitting trees does not compete with the first page for the CPU.
+    """
+    key = loader_key(path, dataset, stamp, choice)
+    with _LOADERS_LOCK:
+        if key not in _LOADERS:
+            if choice.kind == "saved":
+                def make():
+                    return uim.load_saved(choice.path), None
+            else:
+                def make():
+                    return uim.fit_baseline(choice.name, get_panel(path, dataset, stamp))
+            _LOADERS[key] = ModelLoader(key, make)
+        return _LOADERS[key]
+
+
+def neighbours_for(path: str, dataset: str, stamp: str, model) -> object:
+    """The panel's neighbour matrix for the model's window spec (the panel caches it)."""
+    spec = model.spec
+    return get_panel(path, dataset, stamp).neighbour_matrix(int(spec.n_neighbours), str(spec.neighbour_method))
+
+
+@st.cache_data(show_spinner="Forecasting every detector...", max_entries=48)
+def get_forecast(path: str, dataset: str, stamp: str, _choice: uim.ModelChoice, choice_key: str, issued_at: str):
+    """Forecast frame for all detectors at one issue time, with typical and observed values joined."""
+    panel = get_panel(path, dataset, stamp)
+    model, _ = get_model(path, dataset, stamp, _choice)
+    fc = uim.forecast(model, panel, pd.Timestamp(issued_at), neighbour_idx=neighbours_for(path, dataset, stamp, model))
+    return uif.with_context(fc, panel)
+
+
+@dataclass
+class Context:
+    """The shared sidebar state every page reads (set by app.py on each run)."""
+
+    db: str
+    store: Store
+    dataset: str
+    info: dict
+    stamp: str
+    panel: Panel
+    choice: uim.ModelChoice | None
+    model: object | None
+    model_note: str
+    issued_at: pd.Timestamp
+    site: str | None
+    horizon: int
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.info.get("synthetic"))
+
+    def forecast(self) -> pd.DataFrame:
+        """All detectors' forecasts at the sidebar's issue time (cached)."""
+        if self.choice is None or self.model is None:
+            raise RuntimeError("no model is available")
+        return get_forecast(self.db, self.dataset, self.stamp, self.choice, self.choice.key, str(self.issued_at))
+
+    def issue_at(self, ts) -> pd.DataFrame:
+        """Forecasts at another issue time (cached the same way)."""
+        return get_forecast(self.db, self.dataset, self.stamp, self.choice, self.choice.key, str(pd.Timestamp(ts)))
+
+
+def context() -> Context | None:
+    return st.session_state.get("_ctx")
+
+
+def require_context() -> Context:
+    """The page context, or a clear message and stop when no dataset is loaded."""
+    ctx = context()
+    if ctx is None:
+        st.info("No dataset is loaded yet. Generate the demo city with `trafficcore demo`, or import data on the "
+                "**Import & quality** page.", icon=":material/info:")
+        st.stop()
+    return ctx
+
+
+def require_model(ctx: Context) -> None:
+    if ctx.model is None:
+        st.warning("No forecasting model is available for this dataset, so this page cannot show forecasts. "
+                   + ctx.model_note, icon=":material/warning:")
+        st.stop()
+
+
+def synthetic_banner(ctx: Context) -> None:
+    """The synthetic-data label, on every page that shows data of a synthetic dataset."""
+    if ctx.synthetic:
+        st.caption(f":material/science: **{SYNTHETIC_LABEL}**")
+
+
+def header(title: str, ctx: Context | None, subtitle: str | None = None) -> None:
+    st.title(title)
+    if subtitle:
+        st.caption(subtitle)
+    if ctx is not None:
+        synthetic_banner(ctx)
+
+
+def report_failure(where: str, exc: BaseException) -> None:
+    """Log the full traceback; show the user one friendly line (never a raw traceback)."""
+    log.error("%s failed: %s\n%s", where, exc, "".join(traceback.format_exception(exc)))
+    st.error(FRIENDLY, icon=":material/error:")
+
+
+def guarded(where: str):
+    """Context manager: an exception inside becomes a friendly message, and the page goes on."""
+    return _Guard(where)
+
+
+class _Guard:
+    def __init__(self, where: str):
+        self.where = where
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or not isinstance(exc, Exception):
+            return False  # Streamlit's stop/rerun signals are BaseExceptions: let them through
+        report_failure(self.where, exc)
+        return True
+
+
+def max_upload_mb() -> int:
+    return max(1, int(config.max_file_bytes() // 2**20))
+
+
+#: The app's pages by URL path ("map", "site", ...), filled by app.py: page links use these objects.
+PAGES: dict = {}
+KEPT = "_kept"
+
+
+def kept_store() -> dict:
+    return st.session_state.setdefault(KEPT, {})
+
+
+def kept(key: str, default=None):
+    """The stored value behind a widget (survives page switches, unlike the widget's own state)."""
+    return st.session_state.setdefault(KEPT, {}).get(key, default)
+
+
+def keep(key: str, value) -> None:
+    """Store a widget's value; the widget shows it from the next run on (callbacks and pages use this)."""
+    st.session_state.setdefault(KEPT, {})[key] = value
+
+
+def persistent(key: str, default, then=None) -> dict:
+    """Widget kwargs that make its value survive page switches.
+
+    Streamlit drops a widget's state when the user switches pages; the value is therefore also
+    kept under `_kept` and written back into the widget's key before it is drawn on every run.
+    Pass the result as keyword arguments: `st.slider("h", 15, 120, **persistent("h", 60))`;
+    `then` is called after a change has been stored.
+    """
+    store = st.session_state.setdefault(KEPT, {})
+    if key not in store:
+        store[key] = st.session_state.get(key, default)
+    st.session_state[key] = store[key]
+    return {"key": key, "on_change": _copy_back, "args": (key, then)}
+
+
+def _copy_back(key: str, then=None) -> None:
+    st.session_state.setdefault(KEPT, {})[key] = st.session_state[key]
+    if then is not None:
+        then()
+
+
+def select_site(site_id: str) -> None:
+    """Make `site_id` the selected site (the sidebar picker shows it on the next run)."""
+    keep("site", site_id)

@@ -1,0 +1,101 @@
+"""Forecast map: every intersection sized and coloured by its forecast, or by its change against a typical day.
+
+Click a circle to select the site (the sidebar and the other pages follow). Offline the map draws
+the road links between sites on a plain canvas; with "Basemap tiles" on (needs internet) it adds
+Carto's street map underneath.
+"""
+
+from __future__ import annotations
+
+import pydeck as pdk
+import streamlit as st
+
+from pages import _shared as sh
+from trafficcore.ui import forecasts as uif
+from trafficcore.ui import view_state
+
+MODES = {"volume": "Forecast value", "change": "Change vs typical"}
+
+
+def _on_pick() -> None:
+    """Map click: make the clicked site the selected one."""
+    state = st.session_state.get("map_pick") or {}
+    objects = (state.get("selection") or {}).get("objects") or {}
+    picked = objects.get("sites") or []
+    if picked:
+        sh.select_site(str(picked[0]["site_id"]))
+
+
+def _on_horizon() -> None:
+    sh.keep("horizon", int(st.session_state["map_h"]))
+
+
+ctx = sh.require_context()
+sh.header("Forecast map", ctx, "Which intersections will be busy, and which differ from a typical day.")
+sh.require_model(ctx)
+panel = ctx.panel
+fc = ctx.forecast()
+measure = uif.main_measure(panel)
+units = uif.unit(panel, measure)
+hs = uif.horizons_of(fc)
+st.session_state["map_h"] = min(hs, key=lambda h: abs(h - ctx.horizon))  # the shared horizon, nearest offered
+
+c1, c2, c3 = st.columns([3, 2, 1.3], vertical_alignment="bottom")
+horizon = c1.select_slider("Horizon (minutes ahead)", options=hs, key="map_h", on_change=_on_horizon)
+mode = c2.segmented_control("Colour by", list(MODES), format_func=MODES.get, **sh.persistent("map_mode", "volume"))
+mode = mode or "volume"
+basemap = c3.toggle("Basemap tiles", help="Street map underneath (needs internet).",
+                    **sh.persistent("map_tiles", False))
+
+totals = uif.site_totals(fc, panel, horizon, measure)
+styled, legend = uif.style_sites(totals, mode, ctx.site)
+target = fc.loc[fc["horizon_min"] == horizon, "target_ts"].min()
+st.caption(f"Forecast issued {ctx.issued_at:%a %d %b %H:%M} for the 15 minutes starting {target:%H:%M} "
+           f"({horizon} min ahead); {measure} in {units}, summed over each site's approaches."
+           if measure == "volume" else
+           f"Forecast issued {ctx.issued_at:%a %d %b %H:%M} for {target:%H:%M} ({horizon} min ahead); {units}.")
+
+layers = []
+roads = uif.road_lines(panel)
+if not roads.empty:
+    layers.append(pdk.Layer("LineLayer", roads, id="roads", get_source_position=["src_lon", "src_lat"],
+                            get_target_position=["dst_lon", "dst_lat"], get_color=[120, 130, 140, 140],
+                            get_width=2, width_units="'pixels'"))
+cols = ["site_id", "name", "lat", "lon", "color", "radius", "line", "line_width", "forecast_txt", "typical_txt",
+        "change_txt", "approaches"]
+layers.append(pdk.Layer("ScatterplotLayer", styled[cols], id="sites", get_position=["lon", "lat"],
+                        get_fill_color="color", get_radius="radius", radius_units="'pixels'", stroked=True,
+                        get_line_color="line", get_line_width="line_width", line_width_units="'pixels'",
+                        pickable=True, auto_highlight=True))
+sel = styled[styled["site_id"] == ctx.site]
+if not sel.empty:
+    layers.append(pdk.Layer("TextLayer", sel[["lon", "lat", "name"]], id="label", get_position=["lon", "lat"],
+                            get_text="name", get_size=13, font_family="'Source Sans Pro, sans-serif'",
+                            get_color=[20, 20, 20, 255], get_pixel_offset=[0, -22],
+                            background=True, get_background_color=[255, 255, 255, 220]))
+tooltip = {"text": "{name} ({site_id})\nForecast: {forecast_txt}\nTypical: {typical_txt}  change {change_txt}",
+           "style": {"fontSize": "12px"}}
+deck_kwargs = {"map_style": None} if basemap else {"map_provider": None, "map_style": None}
+deck = pdk.Deck(layers=layers, initial_view_state=pdk.ViewState(**view_state(styled)), tooltip=tooltip,
+                **deck_kwargs)
+st.pydeck_chart(deck, on_select=_on_pick, selection_mode="single-object", key="map_pick", height=470,
+                alt="Map of the intersections coloured by forecast")
+title = f"Forecast ({units})" if mode == "volume" else "Forecast against the same weekday and time, last 4 weeks"
+st.html(uif.legend_html(title, legend) + '<div style="font-size:0.8rem;color:#5a6670">Circle size: forecast '
+        "value. Click a circle to select its site.</div>")
+
+left, right = st.columns([3, 2])
+with left, sh.guarded("approach table"):
+    name = panel.sites.set_index("site_id")["name"].get(ctx.site, ctx.site) if ctx.site else None
+    st.subheader(f"Approaches at {name}" if name else "Approaches")
+    if ctx.site:
+        table = uif.approach_table(fc, ctx.site, horizon)
+        st.dataframe(table, hide_index=True, width="stretch", key="map_approaches")
+        st.page_link(sh.PAGES["site"], label="Open the site detail", icon=":material/show_chart:")
+with right, sh.guarded("busiest sites"):
+    st.subheader("Largest changes" if mode == "change" else "Busiest sites")
+    order = "change_pct" if mode == "change" else "forecast"
+    top = styled.assign(abs_change=styled["change_pct"].abs())
+    top = top.sort_values("abs_change" if mode == "change" else order, ascending=False).head(8)
+    st.dataframe(top[["name", "forecast", "typical", "change_pct"]].round(1).rename(
+        columns={"forecast": "forecast", "change_pct": "change %"}), hide_index=True, width="stretch")

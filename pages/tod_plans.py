@@ -1,0 +1,115 @@
+"""Time-of-day plans: split the forecast day profile of the selected site into k plans and time each one.
+
+The day profile is stitched from forecasts issued through the day (each value forecast at most
+the model's longest horizon ahead). The plan geometry and phase sequence are the ones last made
+on the Signal what-if page for this site, else the site's default plan.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import _shared as sh
+from trafficcore.errors import TrafficCoreError
+from trafficcore.signal.optimise import time_of_day
+from trafficcore.signal.plan import Plan
+from trafficcore.ui import signals as us
+
+PALETTE = ["#e65a28", "#2b7bb9", "#3a9d5d", "#8e44ad"]
+
+
+@st.cache_data(show_spinner="Forecasting the whole day...", max_entries=16)
+def day_profile(db: str, dataset: str, stamp: str, _choice, choice_key: str, detectors: tuple[str, ...], day: str):
+    model, _ = sh.get_model(db, dataset, stamp, _choice)
+    return us.day_forecast(model, sh.get_panel(db, dataset, stamp), list(detectors), pd.Timestamp(day),
+                           sh.neighbours_for(db, dataset, stamp, model))
+
+
+@st.cache_data(show_spinner="Choosing breakpoints and optimising each plan...", max_entries=16)
+def plans_for(plan_json: str, demand: pd.DataFrame, k: int, quantiles: tuple[str, ...], min_intervals: int):
+    res = time_of_day(Plan.from_dict(json.loads(plan_json)), demand, k, quantiles=quantiles,
+                      min_intervals=min_intervals)
+    return res.segments, [p.to_dict() for p in res.plans], res.delay_veh_h, res.current_delay_veh_h, res.saving_pct
+
+
+ctx = sh.require_context()
+sh.header("Time-of-day plans", ctx, "Where a day's demand changes enough to deserve another timing plan.")
+sh.require_model(ctx)
+panel = ctx.panel
+site = ctx.site
+approaches, notes = us.site_approaches(panel, site) if site else (pd.DataFrame(), [])
+if approaches.empty:
+    st.info("This site has no vehicle-count detectors with a compass approach; pick another site in the sidebar.")
+    st.stop()
+saved = st.session_state.get(f"whatif_{ctx.dataset}_{site}")
+if saved:
+    plan = Plan.from_dict(saved["plan"])
+    approaches = saved["approaches"]
+    st.caption(f"Current plan: the one made on the Signal what-if page ({us.greens_text(plan)}).")
+else:
+    plan = us.build_plan(approaches, us.default_phases(approaches), name="default")
+    st.caption(f"Current plan: the site's default ({us.greens_text(plan)}); edit it on the Signal what-if page.")
+
+day = ctx.issued_at.normalize()
+c1, c2, c3 = st.columns(3)
+k = c1.slider("Number of plans", 2, 5, **sh.persistent("tod_k", 3))
+min_hours = c2.select_slider("Shortest plan", [0.5, 1.0, 1.5, 2.0, 3.0], format_func=lambda h: f"{h:g} h",
+                             **sh.persistent("tod_min", 1.0))
+robust = c3.toggle("Robust (P10/P50/P90)", **sh.persistent("tod_robust", False))
+quantiles = ("p10", "p50", "p90") if robust else ("p50",)
+
+dets = tuple(us.detector_map(approaches))
+fc = day_profile(ctx.db, ctx.dataset, ctx.stamp, ctx.choice, ctx.choice.key, dets, str(day))
+if fc.empty:
+    st.info(f"No forecasts can be issued on {day:%A %d %b %Y} (too early in the data, or after the newest reading).")
+    st.stop()
+step_min = int(panel.interval / pd.Timedelta(minutes=1))
+demand = us.site_demand(fc, approaches, step_min)
+first, last = demand["interval_start"].min(), demand["interval_start"].max()
+st.caption(f"Forecast profile of {day:%A %d %b %Y}, {first:%H:%M}-{last + pd.Timedelta(minutes=15):%H:%M}, "
+           f"stitched from forecasts issued every {max(ctx.model.spec.horizons_min)} min.")
+min_intervals = max(1, int(min_hours * 60 / int(demand["interval_min"].iloc[0])))
+try:
+    segments, plans, new, cur, saving = plans_for(json.dumps(plan.to_dict(), sort_keys=True), demand, k, quantiles,
+                                                  min_intervals)
+except TrafficCoreError as exc:
+    st.warning(f"No time-of-day plans for this profile: {exc}")
+    st.stop()
+
+m = st.columns(3)
+m[0].metric("Delay with the current plan all day", f"{cur:.1f} veh-h")
+m[1].metric(f"Delay with {k} time-of-day plans", f"{new:.1f} veh-h", f"{new - cur:+.1f} veh-h", delta_color="inverse")
+m[2].metric("Saving", f"{saving:.0f}%")
+
+with sh.guarded("profile chart"):
+    fig = go.Figure()
+    for i, (a, g) in enumerate(demand.groupby("approach", sort=False)):
+        fig.add_trace(go.Scatter(x=g["interval_start"], y=g["p50"], name=f"{a} P50", stackgroup="demand",
+                                 line={"width": 0.5, "color": PALETTE[i % len(PALETTE)]}))
+    for r in segments.itertuples(index=False):
+        fig.add_vline(x=r.start, line_dash="dash", line_color="#1f2a30")
+        fig.add_annotation(x=r.start, y=1.0, yref="paper", xanchor="left", showarrow=False, font={"size": 11},
+                           text=f"Plan {r.plan_no}: {r.cycle:g} s")
+    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title="forecast demand (veh/h)",
+                      legend={"orientation": "h", "y": -0.15})
+    st.plotly_chart(fig, width="stretch", key="tod_chart")
+
+table = pd.DataFrame({
+    "plan": segments["plan_no"],
+    "from": segments["start"].dt.strftime("%H:%M"),
+    "to": segments["end"].dt.strftime("%H:%M"),
+    "cycle (s)": segments["cycle"],
+    "greens (s)": [", ".join(f"{p['name']} {g:g}" for p, g in zip(pl["phases"], gr, strict=True))
+                   for pl, gr in zip(plans, segments["greens"], strict=True)],
+    "delay (veh-h)": segments["delay_veh_h"].round(2),
+    "current plan (veh-h)": segments["current_delay_veh_h"].round(2),
+    "saving %": segments["saving_pct"].round(0),
+})
+st.dataframe(table, hide_index=True, width="stretch", key="tod_table")
+st.download_button("Plans as JSON", json.dumps({"site": site, "day": str(day.date()), "plans": [
+    {"from": f, "to": t, "plan": p} for f, t, p in zip(table["from"], table["to"], plans, strict=True)]}, indent=2),
+    f"tod_plans_{site}.json", "application/json", key="tod_dl", icon=":material/download:")

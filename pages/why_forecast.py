@@ -1,0 +1,141 @@
+"""Why this forecast: which words of the context and which numbers pushed one forecast up or down.
+
+The page explains the P50 forecast of the selected site's approach at the sidebar's issue time and
+a chosen horizon (trafficcore.explain: permutation Shapley values over words and numeric groups,
+TreeSHAP for gradient boosting). A scenario note ("concert at the stadium at 7 pm") is appended
+to the text the model reads, so the forecast and its attributions change when the model reads text.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import _shared as sh
+from trafficcore.data.windows import context_fields
+from trafficcore.text import context_text
+from trafficcore.ui import series
+from trafficcore.ui.uploads import escape_markdown
+
+HAVE_EXPLAIN = importlib.util.find_spec("trafficcore.explain") is not None
+
+
+@st.cache_data(show_spinner="Explaining the forecast...", max_entries=64)
+def explanation(db: str, dataset: str, stamp: str, _choice, choice_key: str, detector: str, issued_at: str,
+                horizon: int, note: str):
+    from trafficcore import explain as tx
+
+    model, _ = sh.get_model(db, dataset, stamp, _choice)
+    e = tx.explain(model, sh.get_panel(db, dataset, stamp), detector, pd.Timestamp(issued_at), horizon,
+                   note=note or None)
+    return e, tx.tokens_html(e), tx.features_frame(e), tx.phrases(e)
+
+
+@st.cache_data(show_spinner="Explaining a sample of forecasts...", max_entries=8)
+def importance(db: str, dataset: str, stamp: str, _choice, choice_key: str, day: str, horizon: int, n: int):
+    from trafficcore import explain as tx
+
+    panel = sh.get_panel(db, dataset, stamp)
+    model, _ = sh.get_model(db, dataset, stamp, _choice)
+    rng = np.random.default_rng(0)
+    dets = rng.choice(panel.detectors["detector_id"].to_numpy(), size=n)
+    hours = rng.choice(np.arange(6, 21), size=n)
+    pairs = [(d, pd.Timestamp(day) + pd.Timedelta(hours=int(h))) for d, h in zip(dets, hours, strict=True)]
+    return tx.global_importance(model, panel, pairs, horizon_min=horizon, n_permutations=4)
+
+
+def bars(names, values, title: str) -> go.Figure:
+    colours = ["#e53935" if v >= 0 else "#1e88e5" for v in values]
+    fig = go.Figure(go.Bar(x=list(values), y=list(names), orientation="h", marker_color=colours))
+    fig.update_layout(height=max(220, 26 * len(names) + 60), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      title=title, yaxis={"autorange": "reversed"}, xaxis_title="change of the forecast")
+    return fig
+
+
+ctx = sh.require_context()
+sh.header("Why this forecast", ctx, "Which words of the context and which numbers pushed the forecast up or down.")
+sh.require_model(ctx)
+panel = ctx.panel
+site = ctx.site
+dets = series.site_detectors(panel, site) if site else None
+if dets is None or dets.empty:
+    st.info("Choose a site with detectors in the sidebar.")
+    st.stop()
+labels = list(dets["label"])
+c1, c2 = st.columns([2, 2])
+approach = c1.selectbox("Approach", labels, key="why_approach")
+detector = dets.loc[dets["label"] == approach, "detector_id"].iloc[0]
+hs = [int(h) for h in ctx.model.spec.horizons_min]
+if st.session_state.get("why_h") not in hs:
+    st.session_state["why_h"] = min(hs, key=lambda h: abs(h - ctx.horizon))
+horizon = c2.select_slider("Horizon (minutes ahead)", options=hs, key="why_h")
+note = st.text_input("Scenario note (optional): the model reads it with the context", key="why_note", max_chars=300,
+                     placeholder="e.g. concert at the stadium at 7 pm, 20,000 visitors").strip()
+
+if not HAVE_EXPLAIN:
+    st.info("Explanations are not available in this version: the explanation module (`trafficcore.explain`) is "
+            "not installed. The forecast and the text the model reads are shown below.", icon=":material/info:")
+    fields = context_fields(panel, panel.column(detector), panel.index_of(ctx.issued_at))
+    st.text(context_text(fields, note=note or None))
+    st.stop()
+
+e, tokens_html, features, phrases = explanation(ctx.db, ctx.dataset, ctx.stamp, ctx.choice, ctx.choice.key,
+                                                detector, str(ctx.issued_at), int(horizon), note)
+unit = "veh" if panel.detectors.set_index("detector_id").loc[detector, "measure"] != "speed" else "km/h"
+target = pd.Timestamp(e.issued_at) + pd.Timedelta(minutes=int(horizon)) - panel.interval
+m = st.columns(4)
+m[0].metric(f"Forecast for {target:%H:%M} (P50)", f"{e.prediction:.0f} {unit}")
+m[1].metric("Typical for this time", f"{e.typical:.0f} {unit}")
+m[2].metric("Base value (no context)", f"{e.base_value:.0f} {unit}")
+m[3].metric("Sum of attributions", f"{e.prediction - e.base_value:+.1f} {unit}")
+st.info(escape_markdown(e.summary), icon=":material/lightbulb:")
+all_zero = (features["value"].abs().max() if len(features) else 0) < 1e-6 and not any(abs(v) > 1e-6 for _, v in phrases)
+if all_zero:
+    st.warning(f"The model in use ({ctx.choice.label}) does not react to recent readings or to text: its forecast is "
+               "the typical profile, so every attribution is zero. Choose the shipped language model or gradient "
+               "boosting in the sidebar to see reasons.", icon=":material/info:")
+
+left, right = st.columns([3, 2])
+with left:
+    st.markdown("**The context the model read**" + (" (shaded: red pushed up, blue pushed down)" if tokens_html
+                                                     else ""))
+    if tokens_html:
+        st.html(tokens_html)
+    elif e.text:
+        st.text(e.text)
+    else:
+        st.caption("This model does not read text; only numbers explain its forecast.")
+        fields = context_fields(panel, panel.column(detector), panel.index_of(ctx.issued_at))
+        st.text(context_text(fields, note=note or None))
+    if phrases:
+        ph = pd.DataFrame(phrases, columns=["phrase", "value"])
+        ph = ph.reindex(ph["value"].abs().sort_values(ascending=False).index).head(6)
+        st.dataframe(ph.round(2), hide_index=True, width="stretch", key="why_phrases")
+with right, sh.guarded("attribution chart"):
+    st.plotly_chart(bars(features["name"], features["value"], f"Numeric features ({unit})"), width="stretch",
+                    key="why_features")
+st.caption(f"Additive: base {e.base_value:.2f} + attributions {e.total() - e.base_value:+.2f} = "
+           f"{e.total():.2f} (forecast {e.prediction:.2f}).")
+
+st.subheader("Global importance")
+gkey = f"why_global_{ctx.dataset}_{ctx.choice.key}_{horizon}"
+if st.button("Explain a sample of 24 forecasts on this day", key="why_global", icon=":material/bar_chart:"):
+    st.session_state[gkey] = True
+if st.session_state.get(gkey):
+    with sh.guarded("global importance"):
+        fdf, tdf = importance(ctx.db, ctx.dataset, ctx.stamp, ctx.choice, ctx.choice.key,
+                              str(ctx.issued_at.normalize()), int(horizon), 24)
+        g1, g2 = st.columns(2)
+        g1.plotly_chart(bars(fdf["name"], fdf["mean_abs"], "Mean |attribution| per feature group"), width="stretch",
+                        key="why_gfeat")
+        if len(tdf):
+            g2.plotly_chart(bars(tdf["token"], tdf["mean_abs"], "Mean |attribution| per frequent word"),
+                            width="stretch", key="why_gtok")
+        else:
+            g2.caption("No word attributions: the model in use does not read text.")
+else:
+    st.caption("Mean absolute attribution per feature group and per frequent word over a sample of forecasts.")
