@@ -135,7 +135,7 @@ def _context_of(model, panel: Panel, samples: Samples, note: str | None) -> str:
 
 
 def _reads_text(model) -> bool:
-    return callable(getattr(model, "predict_with_texts", None)) and getattr(model, "use_text", True)
+    return callable(getattr(model, "predict_with_texts", None))
 
 
 # --------------------------------------------------------------------------- reference values
