@@ -1,0 +1,117 @@
+"""The benchmark runner and command on the tiny synthetic city (all three protocols)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import synthetic_panel
+import typer
+from typer.testing import CliRunner
+
+from trafficcore.evaluation import metrics
+from trafficcore.evaluation.benchmark import BenchmarkError, markdown_table, run_benchmark
+from trafficcore.evaluation.cli import benchmark
+from trafficcore.evaluation.protocols import tgcn_setup
+
+FAST_GBT = dict(max_rounds=40, learning_rate=0.2, num_leaves=15, min_data_in_leaf=20, num_threads=1)
+FIELDS = {"model", "horizon_min", "mae", "rmse", "wape", "coverage_p10_p90"}
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    return synthetic_panel.panel(tmp_path_factory.mktemp("bench"))
+
+
+def test_standard_report_shape(city):
+    _, store = city
+    models = ["persistence", "historical_average", "gbt"]
+    report = run_benchmark(store, "tiny", "standard", models, model_kwargs={"gbt": FAST_GBT}, ablations=True)
+    assert set(report) == {"dataset", "protocol", "split", "results", "ablations", "timing"}
+    assert report["dataset"] == "tiny" and report["protocol"] == "standard"
+    assert report["split"]["test"] == ["2024-01-19", "2024-01-22"]
+    assert [(r["model"], r["horizon_min"]) for r in report["results"]] == [
+        (m, h) for m in models for h in (15, 30, 45, 60)]
+    for r in report["results"]:
+        assert FIELDS <= set(r) and r["mae"] > 0 and 0 <= r["coverage_p10_p90"] <= 1
+    # the only model with ablation variants is gbt
+    assert {(r["model"], r["variant"]) for r in report["ablations"]} == {
+        ("gbt", "no_neighbours"), ("gbt", "no_profile_no_last_week")}
+    assert all(FIELDS <= set(r) for r in report["ablations"])
+    t = report["timing"]["models"]
+    assert set(t) == set(models) | {"gbt/no_neighbours", "gbt/no_profile_no_last_week"}
+    assert all(v["fit_s"] >= 0 and v["samples_per_s"] > 0 for v in t.values())
+    json.dumps(report, allow_nan=False)  # strict JSON
+    table = markdown_table(report)
+    assert "| persistence | 15 |" in table and "gbt / no_neighbours" in table
+
+
+def test_standard_persistence_number_by_hand(city):
+    panel, store = city
+    report = run_benchmark(store, "tiny", "standard", ["persistence"])
+    # test days Jan 19-22; the last issue time whose 60-minute target is still on Jan 22 is 23:00
+    rows = np.arange(len(panel.times))
+    test = rows[(panel.times >= "2024-01-19") & (panel.times <= "2024-01-22 23:00")]
+    assert report["split"]["issue_times"]["test"] == len(test)
+    y = panel.values[test]  # 15-minute horizon: the interval starting at the issue time
+    last = panel.values[test - 1]
+    assert report["results"][0]["mae"] == pytest.approx(metrics.mae(y, last), rel=1e-6)
+
+
+def test_tgcn_report_pools_steps_like_the_reference(city):
+    panel, store = city
+    report = run_benchmark(store, "tiny", "tgcn", ["persistence", "seasonal_naive"])
+    rows = [r for r in report["results"] if r["model"] == "persistence"]
+    assert [(r["horizon_min"], r["pre_len"]) for r in rows] == [(15, 1), (30, 2), (45, 3), (60, 4)]
+    for r in rows:
+        assert {"accuracy", "r2", "explained_variance"} <= set(r)
+    # by hand for 30 minutes: windows of the reference code, both steps pooled, persistence = last input
+    setup = tgcn_setup(panel)
+    t = setup.test_rows(2)
+    y = np.stack([panel.values[t], panel.values[t + 1]], axis=1)
+    yhat = np.repeat(panel.values[t - 1][:, None, :], 2, axis=1)
+    expect = metrics.tgcn_metrics(y, yhat)
+    for k in ("rmse", "mae", "accuracy", "r2", "explained_variance"):
+        assert rows[1][k] == pytest.approx(expect[k], rel=1e-4), k
+    assert report["split"]["max_value"] == pytest.approx(float(np.nanmax(panel.values)))
+
+
+def test_cold_start_scores_only_held_out_detectors(city):
+    panel, store = city
+    report = run_benchmark(store, "tiny", "cold-start", ["historical_average", "gbt"], model_kwargs={"gbt": FAST_GBT})
+    held = report["split"]["held_out_sites"]
+    assert len(held) == 1 and report["split"]["held_out_detectors"] == 2
+    n_test_issue = report["split"]["issue_times"]["test"]
+    assert report["timing"]["models"]["gbt"]["test_samples"] == 2 * n_test_issue
+    for r in report["results"]:
+        assert r["n"] <= 2 * n_test_issue and np.isfinite(r["mae"])
+
+
+def test_user_errors(city):
+    _, store = city
+    with pytest.raises(BenchmarkError, match="no dataset"):
+        run_benchmark(store, "nowhere", "standard", ["persistence"])
+    with pytest.raises(BenchmarkError, match="unknown model"):
+        run_benchmark(store, "tiny", "standard", ["prophet"])
+    with pytest.raises(BenchmarkError, match="unknown protocol"):
+        run_benchmark(store, "tiny", "weekly", ["persistence"])
+
+
+def test_command_prints_table_writes_json_and_exits_2_on_user_error(city, tmp_path):
+    _, store = city
+    app = typer.Typer()
+    app.command()(benchmark)
+    app.command("noop")(lambda: None)  # two commands, so typer keeps the sub-command name
+    runner = CliRunner()
+    out = tmp_path / "out" / "bench.json"
+    res = runner.invoke(app, ["benchmark", "--dataset", "tiny", "--models", "persistence,seasonal_naive",
+                              "--json", str(out), "--db", str(store.path)])
+    assert res.exit_code == 0, res.output
+    assert "| seasonal_naive | 60 |" in res.output
+    assert json.loads(out.read_text())["results"][0]["model"] == "persistence"
+    bad = runner.invoke(app, ["benchmark", "--dataset", "nowhere", "--db", str(store.path)])
+    assert bad.exit_code == 2
+    assert "error: no dataset named 'nowhere'" in bad.output
+    missing = runner.invoke(app, ["benchmark", "--dataset", "tiny", "--db", str(tmp_path / "none.duckdb")])
+    assert missing.exit_code == 2 and "no store" in missing.output

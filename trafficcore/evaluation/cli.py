@@ -1,0 +1,69 @@
+"""`trafficcore benchmark`: the runner behind one command (registered by trafficcore.cli).
+
+Kept apart from the runner so that importing the evaluation package never imports typer, and so
+the lead can register it with `app.command("benchmark")(benchmark)`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from trafficcore import config
+from trafficcore.errors import TrafficCoreError
+
+DEFAULT_MODELS = "persistence,seasonal_naive,historical_average,gbt"
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def benchmark(
+    dataset: str = typer.Option(..., "--dataset", help="dataset name in the store"),
+    protocol: str = typer.Option("standard", "--protocol", help="standard | tgcn | cold-start"),
+    models: str = typer.Option(DEFAULT_MODELS, "--models", help="comma-separated model names (see the registry)"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the report as JSON to this file"),
+    db: Path | None = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB, else data/)"),
+    seed: int = typer.Option(0, "--seed", help="seed for models and the cold-start site draw"),
+    ablations: bool = typer.Option(False, "--ablations/--no-ablations", help="also score models' ablation variants"),
+    save_models: Path | None = typer.Option(None, "--save-models", help="save each fitted model under this folder"),
+) -> None:
+    """Fit and score models under an evaluation protocol; print a markdown table."""
+    from tqdm import tqdm
+
+    from trafficcore.data.store import Store
+    from trafficcore.evaluation.benchmark import markdown_table, run_benchmark
+
+    path = config.db_path(db)
+    if not path.exists():
+        _fail(f"no store at {path}; import a dataset first (trafficcore import ... or trafficcore demo)")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        _fail("--models is empty")
+    bar = tqdm(total=1 + 2 * len(names), unit="step", dynamic_ncols=True, leave=False)
+    started = time.perf_counter()
+
+    def on_step(message: str) -> None:
+        if bar.n + 1 > bar.total:
+            bar.total = bar.n + 2  # ablation variants add stages the bar could not know about
+        bar.set_description(message)
+        bar.update(1)
+
+    try:
+        report = run_benchmark(Store(path, read_only=True), dataset, protocol, names, seed=seed, ablations=ablations,
+                               save_dir=save_models, on_step=on_step)
+    except TrafficCoreError as e:
+        bar.close()
+        _fail(str(e))
+    bar.close()
+    typer.echo(markdown_table(report))
+    typer.echo(f"\n{len(names)} model(s) in {time.perf_counter() - started:.1f} s")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+        typer.echo(f"wrote {json_out}")
