@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from trafficcore.data.panel import Panel
+from trafficcore.data.profile import daytype_slot, slot_means
 from trafficcore.data.windows import Samples, build_samples, context_fields
 from trafficcore.text import context_text
 
@@ -156,31 +157,13 @@ def _profile_before(panel: Panel, row: int):
     day_start = int(row - row % int(pd.Timedelta(days=1) / panel.interval))
     key = (id(panel), day_start)
     if key not in _PROFILE_CACHE:
-        vals = panel.values[:day_start]
-        times = panel.times[:day_start]
-        slots = int(pd.Timedelta(days=1) / panel.interval)
-        weekend = np.asarray(times.day_of_week) >= 5
-        slot = np.asarray((times - times.normalize()) / panel.interval).astype(int)
-        table = np.full((2, slots, vals.shape[1]), np.nan, np.float32)
-        for k in (0, 1):
-            sel = weekend == bool(k)
-            if sel.any():
-                sums = np.zeros((slots, vals.shape[1]))
-                cnt = np.zeros((slots, vals.shape[1]))
-                v = vals[sel]
-                ok = np.isfinite(v)
-                np.add.at(sums, slot[sel], np.where(ok, v, 0))
-                np.add.at(cnt, slot[sel], ok)
-                with np.errstate(invalid="ignore"):
-                    table[k] = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
-        overall = np.nanmean(vals, axis=0) if len(vals) else np.zeros(vals.shape[1])
+        table = slot_means(panel, np.arange(day_start))  # (D, 2, slots)
+        overall = np.nan_to_num(np.nanmean(panel.values[:day_start], axis=0)) if day_start else np.zeros(table.shape[0])
 
         def lookup(d: int, rows: np.ndarray, table=table, overall=overall) -> np.ndarray:
-            t = panel.time_at(rows)
-            k = (np.asarray(t.day_of_week) >= 5).astype(int)
-            s = np.asarray((t - t.normalize()) / panel.interval).astype(int)
-            out = table[k, s, d].astype(float)
-            return np.where(np.isfinite(out), out, float(np.nan_to_num(overall[d])))
+            k, s = daytype_slot(panel, rows)
+            out = table[d, k, s].astype(float)
+            return np.where(np.isfinite(out), out, float(overall[d]))
 
         _PROFILE_CACHE[key] = lookup
     return _PROFILE_CACHE[key]

@@ -39,7 +39,8 @@ import pandas as pd
 from safetensors.numpy import load_file, save_file
 
 from trafficcore.data.panel import Panel
-from trafficcore.data.windows import WEEK, Samples, WindowSpec, build_samples, holiday_dates
+from trafficcore.data.profile import daytype_slot, slot_means
+from trafficcore.data.windows import WEEK, Samples, WindowSpec, build_samples
 
 CONFIG = "config.json"
 TENSORS = "model.safetensors"
@@ -88,19 +89,8 @@ def rows_read_by(issue_rows: np.ndarray, spec: WindowSpec, interval: pd.Timedelt
 
 
 def row_calendar(panel: Panel, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Day type (0 weekday, 1 weekend or holiday) and time-of-day slot of rows 0..n_rows-1.
-
-    Rows past the panel's end are extrapolated on its grid (targets of the newest issue times).
-    """
-    start = panel.times[0] if len(panel.times) else pd.Timestamp(0)
-    times = pd.DatetimeIndex(start + np.arange(n_rows) * panel.interval)
-    hol = holiday_dates(panel)
-    weekend = np.asarray(times.day_of_week) >= 5
-    if hol:
-        weekend |= np.array([d in hol for d in times.date])
-    minutes = np.asarray(times.hour * 60 + times.minute)
-    slot = minutes // int(panel.interval / pd.Timedelta(minutes=1))
-    return weekend.astype(np.int64), slot.astype(np.int64)
+    """Day type (0 weekday, 1 weekend or holiday) and time-of-day slot of rows 0..n_rows-1."""
+    return daytype_slot(panel, np.arange(n_rows))
 
 
 def _spec_dict(spec: WindowSpec) -> dict:
@@ -133,19 +123,10 @@ class Profile:
     @classmethod
     def fit(cls, panel: Panel, rows: np.ndarray) -> Profile:
         interval_min = int(panel.interval / pd.Timedelta(minutes=1))
-        slots = 1440 // interval_min
         rows = np.asarray(rows, dtype=np.int64)
-        daytype, slot = row_calendar(panel, len(panel.times))
-        key = daytype[rows] * slots + slot[rows]
-        vals = panel.values[rows].astype(np.float64)
+        table = slot_means(panel, rows)
+        vals = panel.values[rows]
         ok = np.isfinite(vals)
-        sums = np.zeros((2 * slots, vals.shape[1]))
-        counts = np.zeros((2 * slots, vals.shape[1]))
-        np.add.at(sums, key, np.where(ok, vals, 0.0))
-        np.add.at(counts, key, ok)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            table = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        table = table.T.reshape(vals.shape[1], 2, slots)
         cross = _nanmean(table, axis=0)
         overall = float(np.nanmean(vals)) if ok.any() else 0.0
         cross = np.where(np.isfinite(cross), cross, overall)

@@ -1,0 +1,48 @@
+"""The typical day: mean reading per detector x day type (weekday / weekend or holiday) x time of day.
+
+One definition shared by the historical-average baseline, the language model's scalers, the
+explainer's "typical" reference and the dashboard, so "typical" means the same everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trafficcore.data.panel import Panel
+from trafficcore.data.windows import holiday_dates
+
+
+def slots_per_day(panel: Panel) -> int:
+    return int(pd.Timedelta(days=1) / panel.interval)
+
+
+def daytype_slot(panel: Panel, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Day type (0 weekday, 1 weekend or holiday) and time-of-day slot of panel rows (may lie past the end)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    start = panel.times[0] if len(panel.times) else pd.Timestamp(0)
+    times = pd.DatetimeIndex(start + rows.ravel() * panel.interval)
+    weekend = np.asarray(times.day_of_week) >= 5
+    hol = holiday_dates(panel)
+    if hol:
+        weekend |= np.isin(np.asarray(times.normalize().date), list(hol))
+    minutes = np.asarray(times.hour * 60 + times.minute)
+    slot = minutes // int(panel.interval / pd.Timedelta(minutes=1))
+    return weekend.astype(np.int64).reshape(rows.shape), slot.astype(np.int64).reshape(rows.shape)
+
+
+def slot_means(panel: Panel, rows, values: np.ndarray | None = None) -> np.ndarray:
+    """(D, 2, slots) mean of `values` (default: the panel's readings) over `rows`; NaN where none."""
+    rows = np.asarray(rows, dtype=np.int64)
+    vals = (panel.values if values is None else values)[rows].astype(np.float64)
+    n_slots = slots_per_day(panel)
+    daytype, slot = daytype_slot(panel, rows)
+    key = daytype * n_slots + slot
+    ok = np.isfinite(vals)
+    sums = np.zeros((2 * n_slots, vals.shape[1]))
+    counts = np.zeros((2 * n_slots, vals.shape[1]))
+    np.add.at(sums, key, np.where(ok, vals, 0.0))
+    np.add.at(counts, key, ok)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return table.T.reshape(vals.shape[1], 2, n_slots)
