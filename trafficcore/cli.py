@@ -178,8 +178,14 @@ def explain(
 
 
 def _register_subcommands() -> None:
+    """Commands whose code lives with its layer (training, evaluation, signal)."""
+    from trafficcore.evaluation.cli import benchmark
     from trafficcore.signal.cli import app as signal_app
+    from trafficcore.training.cli import forecast, train
 
+    app.command("train")(train)
+    app.command("forecast")(forecast)
+    app.command("benchmark")(benchmark)
     app.add_typer(signal_app, name="signal")
 
 

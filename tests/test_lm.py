@@ -1,0 +1,328 @@
+"""The language-model forecaster: its inputs (no leakage, fast context == reference), the network, save/load,
+ablation variants, and the shipped demo model.
+
+Model tests use the real MiniLM backbone cut to one layer and a handful of steps on a tiny panel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import tiny_tables
+
+from trafficcore import config
+from trafficcore.data.panel import load_panel
+from trafficcore.data.windows import WindowSpec, build_samples, context_fields, issue_grid
+from trafficcore.models.backbone import DEFAULT_BACKBONE, load_backbone, weights_sha256
+from trafficcore.models.base import predict
+from trafficcore.models.lm import LMForecaster, _calibrate, pinball
+from trafficcore.models.lm_inputs import DetectorStats, FastContext, numeric_inputs
+
+SPEC = WindowSpec()
+
+
+def _tiny_with_context():
+    """tiny_tables plus events (planned, unplanned, holiday, far away) and hourly weather; not synthetic."""
+    t = tiny_tables(days=15)
+    t.info = dataclasses.replace(t.info, synthetic=False)
+    t.events = pd.DataFrame({
+        "event_id": ["e1", "e2", "e3", "e4", "e5"],
+        "start_ts": pd.to_datetime(["2025-01-12 18:00", "2025-01-13 07:30", "2025-01-06 00:00",
+                                    "2025-01-12 19:00", "2025-01-14 08:00"]),
+        "end_ts": pd.to_datetime(["2025-01-12 22:00", None, "2025-01-06 23:59", "2025-01-12 21:00",
+                                  "2025-01-14 12:00"]),
+        "lat": [52.0, np.nan, np.nan, 40.0, 52.02],
+        "lon": [5.0, np.nan, np.nan, 5.0, 5.01],
+        "site_id": [None, "B", None, None, None],
+        "kind": ["concert", "crash", "holiday", "concert", "road works"],
+        "text": ["Concert for 20000 people at A Arena", "Collision blocks two lanes on B St",
+                 "Founders Day", "Far away show", "Road works on C St, one lane closed"],
+        "source": "test",
+    })
+    hours = pd.date_range("2025-01-01", periods=24 * 15, freq="h")
+    t.weather = pd.DataFrame({"ts": hours, "temp_c": 5.0, "precip_mm": np.where(np.arange(len(hours)) % 7 == 0, 2.0,
+                                                                                  0.0),
+                              "humidity_pct": 80.0, "wind_kmh": np.nan, "condition": "rain"})
+    return t
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory):
+    from trafficcore.data.store import Store
+
+    store = Store(tmp_path_factory.mktemp("lm") / "t.duckdb")
+    store.ingest("tiny", _tiny_with_context())
+    return load_panel(store, "tiny")
+
+
+def _split(panel):
+    from trafficcore.evaluation.protocols import standard_split
+
+    return standard_split(panel, SPEC)
+
+
+@pytest.fixture(scope="module")
+def fitted(panel):
+    m = LMForecaster(num_layers=1, max_val_samples=128, skip_pretrain_epochs=0.5, skip_pretrain_batch=64,
+                     train={"max_steps": 4, "batch_size": 16, "eval_every": 2, "progress": False, "device": "cpu"})
+    sp = _split(panel)
+    return m.fit(panel, sp.train, sp.val)
+
+
+# ------------------------------------------------------------------------------ inputs
+def test_fast_context_equals_the_reference(panel):
+    fc = FastContext(panel, SPEC)
+    rows = issue_grid(panel, spec=SPEC)
+    rng = np.random.default_rng(0)
+    picks = [(d, int(r)) for d in range(3) for r in rng.choice(rows, 60, replace=False)]
+    picks += [(0, panel.index_of("2025-01-12 17:30")), (1, panel.index_of("2025-01-13 08:00")),
+              (2, panel.index_of("2025-01-14 09:00")), (0, panel.index_of("2025-01-06 10:00"))]
+    n_events = 0
+    for d, r in picks:
+        want = context_fields(panel, d, r, SPEC)
+        got = fc.fields(d, r)
+        assert got == want, (d, r)
+        n_events += bool(got["events"])
+    assert n_events >= 3, "the probe must include samples with events"
+    assert fc.fields(0, panel.index_of("2025-01-06 10:00"))["holiday"]
+    # one interval past the data: the reference cannot index it, the fast path extrapolates the clock
+    assert fc.fields(0, len(panel.times))["issued_at"] == panel.times[-1] + panel.interval
+
+
+def test_stats_use_training_rows_only(panel):
+    rows = np.arange(96 * 7)
+    a = DetectorStats.fit(panel, rows)
+    changed = dataclasses.replace(panel, values=panel.values.copy())
+    changed.values[96 * 7:] = 1e6
+    b = DetectorStats.fit(changed, rows)
+    assert np.allclose(a.scale, b.scale) and np.allclose(a.profile, b.profile, equal_nan=True)
+    assert np.allclose(a.scale, np.nanmean(panel.values[rows], axis=0))
+    unseen = DetectorStats.fit(panel, rows, exclude={"B:N"})
+    scale, prof = unseen.for_panel(panel)
+    assert np.isnan(unseen.scale[1]) and np.isfinite(scale[1]) and np.isfinite(prof[1]).all()
+
+
+def test_numeric_inputs_never_read_the_issue_interval_or_later(panel):
+    """Rewrite everything from the issue time on: the inputs of samples issued then must not change."""
+    stats = DetectorStats.fit(panel, np.arange(96 * 8))
+    t0 = panel.index_of("2025-01-11 08:00")
+    nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
+    future = dataclasses.replace(panel, values=panel.values.copy())
+    future.values[t0:] = np.random.default_rng(0).uniform(0, 1e5, future.values[t0:].shape)
+    a = numeric_inputs(panel, build_samples(panel, np.array([t0]), spec=SPEC, neighbour_idx=nb), stats, nb)
+    b = numeric_inputs(future, build_samples(future, np.array([t0]), spec=SPEC, neighbour_idx=nb), stats, nb)
+    for f in ("own", "nbr", "week", "target", "calendar", "anchor", "scale"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    c = numeric_inputs(panel, build_samples(panel, np.array([t0 + 1]), spec=SPEC, neighbour_idx=nb), stats, nb)
+    assert not np.array_equal(a.own, c.own)
+
+
+def test_anchor_follows_the_recent_ratio(panel):
+    """The tiny data grow steadily, so recent readings exceed the training profile and the anchor rises above it."""
+    stats = DetectorStats.fit(panel, np.arange(96 * 8))
+    nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
+    s = build_samples(panel, np.array([panel.index_of("2025-01-11 08:00")]), spec=SPEC, neighbour_idx=nb)
+    x = numeric_inputs(panel, s, stats, nb)
+    assert x.anchor.shape == (3, 4) and np.isfinite(x.anchor).all()
+    target_profile, anchor = x.target[:, :4], x.target[:, 4:8]
+    assert (anchor > 1.05 * target_profile).all()
+    assert np.allclose(anchor * x.scale[:, None], x.anchor, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ backbone
+def test_backbone_loads_offline_and_hashes_weights():
+    bb = load_backbone(num_layers=1)
+    assert bb.name == DEFAULT_BACKBONE and bb.num_layers == 1 and bb.hidden_size == 384
+    assert len(bb.model.encoder.layer) == 1
+    assert bb.sha256 == weights_sha256(bb.path) and len(bb.sha256) == 64
+    rnd = load_backbone(num_layers=1, random_init=True)
+    w = bb.model.encoder.layer[0].attention.self.query.weight
+    assert not torch.allclose(w, rnd.model.encoder.layer[0].attention.self.query.weight)
+    with pytest.raises(FileNotFoundError):
+        load_backbone(Path("/nonexistent/model"))
+    with pytest.raises(ValueError, match="num_layers"):
+        load_backbone(num_layers=99)
+
+
+# ------------------------------------------------------------------------------ the model
+def test_pinball_and_calibration():
+    q = torch.tensor([[[-1.0, 0.0, 1.0]]])
+    assert float(pinball(q, torch.tensor([[0.0]]))) == pytest.approx((0.1 + 0 + 0.1) / 3)
+    assert float(pinball(q, torch.tensor([[float("nan")]]))) == 0.0
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(4000, 1))
+    narrow = np.stack([-0.5 * np.ones_like(y), np.zeros_like(y), 0.5 * np.ones_like(y)], axis=-1)
+    f = _calibrate(narrow, y)
+    lo, hi = -0.5 * f[0, 0], 0.5 * f[0, 1]
+    assert np.mean((y[:, 0] >= lo) & (y[:, 0] <= hi)) == pytest.approx(0.8, abs=0.01)
+
+
+def test_fit_predict_protocol(fitted, panel):
+    m = fitted
+    sp = _split(panel)
+    nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
+    s = build_samples(panel, sp.test[:5], spec=SPEC, neighbour_idx=nb)
+    q = m.predict_samples(panel, s)
+    assert q.shape == (15, 4, 3) and np.isfinite(q).all()
+    assert (q[..., 0] <= q[..., 1]).all() and (q[..., 1] <= q[..., 2]).all() and (q >= 0).all()
+    df = predict(m, panel, panel.times[sp.test[0]])
+    assert len(df) == 12 and list(df["horizon_min"].unique()) == [15, 30, 45, 60]
+    assert m.metrics["steps"] == 4 and set(m.metrics["val"]) == {"15", "30", "45", "60"}
+    assert m.metrics["skip_pretrain"]["steps"] >= 1
+
+
+def test_the_model_reads_the_text(panel):
+    """Same numbers, different words -> a different forecast (the text path is live)."""
+    m = LMForecaster(num_layers=1, max_val_samples=64, skip_pretrain_epochs=0,
+                     train={"max_steps": 3, "batch_size": 16, "eval_every": 3, "progress": False, "device": "cpu"})
+    sp = _split(panel)
+    m.fit(panel, sp.train, sp.val)
+    nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
+    s = build_samples(panel, np.array([panel.index_of("2025-01-12 17:30")]), spec=SPEC, neighbour_idx=nb)
+    base = m.predict_samples(panel, s)
+    original = m.texts
+    try:
+        m.texts = lambda p, smp: ["Stadium emptying after a cup final, 60000 fans leaving now."] * len(smp)
+        other = m.predict_samples(panel, s)
+    finally:
+        m.texts = original
+    assert not np.allclose(base, other)
+    texts = m.texts(panel, s)
+    assert "Concert for 20000 people" in texts[0] and "Sunday 17:30" in texts[0]
+
+
+def test_zero_head_shortcut_is_exact(fitted, panel, monkeypatch):
+    """With the transformer head at zero the encoder is skipped at inference; forcing it on changes nothing."""
+    from trafficcore.models import lm as lm_mod
+
+    m = fitted
+    nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
+    s = build_samples(panel, _split(panel).test[:4], spec=SPEC, neighbour_idx=nb)
+    last = m.net.head[-1]
+    saved = (last.weight.detach().clone(), last.bias.detach().clone())
+    try:
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+        m._infer = None
+        short = m.predict_samples(panel, s)
+        assert m._inference_net().skip_only
+        monkeypatch.setattr(lm_mod.FusionNet, "head_is_zero", lambda self: False)
+        m._infer = None
+        full = m.predict_samples(panel, s)
+        assert not m._inference_net().skip_only
+    finally:
+        with torch.no_grad():
+            last.weight.copy_(saved[0])
+            last.bias.copy_(saved[1])
+        m._infer = None
+    assert np.allclose(short, full, atol=1e-5)
+
+
+def test_save_load_roundtrip_stores_adapters_and_heads_only(fitted, panel, tmp_path):
+    m = fitted
+    m.save(tmp_path / "m")
+    from safetensors.torch import load_file
+
+    keys = load_file(str(tmp_path / "m" / "model.safetensors")).keys()
+    assert any("lora_A" in k for k in keys) and any(k.startswith("net.head.") for k in keys)
+    assert not any(k.endswith("attention.self.query.base_layer.weight") or "word_embeddings" in k for k in keys)
+    assert (tmp_path / "m" / "model.safetensors").stat().st_size < 10 * 2**20
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["backbone"]["sha256"] == weights_sha256(load_backbone(num_layers=1).path)
+    assert len(cfg["training_data_sha256"]) == 64 and cfg["model_class"] == "lm"
+    from trafficcore.models.registry import load_model
+
+    again = load_model(tmp_path / "m")
+    nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
+    s = build_samples(panel, _split(panel).test[:7], spec=SPEC, neighbour_idx=nb)
+    assert np.allclose(m.predict_samples(panel, s), again.predict_samples(panel, s), atol=1e-5)
+    cfg["backbone"]["sha256"] = "0" * 64
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="sha256"):
+        LMForecaster.load(tmp_path / "m")
+
+
+def test_ablation_variants_differ_in_one_thing_each():
+    m = LMForecaster(num_layers=1)
+    v = m.ablation_variants()
+    assert set(v) == {"no_text", "random_init", "frozen_encoder", "full", "numeric_only"}
+    assert not v["no_text"].cfg.use_text and v["random_init"].cfg.random_init
+    assert v["frozen_encoder"].cfg.mode == "frozen" and v["full"].cfg.mode == "full"
+    assert not v["numeric_only"].cfg.transformer
+    for name, x in v.items():
+        diff = {k for k in dataclasses.asdict(m.cfg) if getattr(x.cfg, k) != getattr(m.cfg, k)}
+        assert len(diff) == 1, (name, diff)
+        assert x.train_cfg == m.train_cfg and x.net is None
+
+
+def test_frozen_mode_trains_no_encoder_weight(panel):
+    m = LMForecaster(num_layers=1, mode="frozen", use_text=False, max_val_samples=64, skip_pretrain_epochs=0,
+                     train={"max_steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu"})
+    sp = _split(panel)
+    m.fit(panel, sp.train, sp.val)
+    assert not any(p.requires_grad for p in m.net.encoder.parameters())
+    fresh = load_backbone(num_layers=1).model
+    w = m.net.encoder.encoder.layer[0].output.dense.weight
+    assert torch.equal(w, fresh.encoder.layer[0].output.dense.weight)
+
+
+def test_fgm_perturbs_the_fusion_embeddings(panel, monkeypatch):
+    from trafficcore.models import lm as lm_mod
+
+    seen = []
+    forward = lm_mod.FusionNet.forward
+
+    def spy(self, batch, embed_delta=None):
+        if embed_delta is not None:
+            seen.append(float(embed_delta.flatten(1).norm(dim=1).mean()))
+        return forward(self, batch, embed_delta=embed_delta)
+
+    monkeypatch.setattr(lm_mod.FusionNet, "forward", spy)
+    m = LMForecaster(num_layers=1, max_val_samples=32, skip_pretrain_epochs=0,
+                     train={"max_steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu",
+                            "fgm_eps": 0.5})
+    sp = _split(panel)
+    m.fit(panel, sp.train, sp.val)
+    # step 1: the zero-initialised output layers make the loss flat in the embeddings (no direction yet)
+    assert len(seen) == 2 and seen[0] == 0.0 and seen[1] == pytest.approx(0.5, rel=1e-4)
+
+
+def test_training_resumes_from_its_state(panel, tmp_path):
+    """Stopped after one step (time limit 0), the run continues from step 1 to the end on --resume."""
+    kw = {"num_layers": 1, "use_text": False, "max_val_samples": 64, "skip_pretrain_epochs": 0.2}
+    tr = {"max_steps": 4, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu"}
+    sp = _split(panel)
+    first = LMForecaster(**kw, train={**tr, "max_minutes": 0.0}).fit(panel, sp.train, sp.val, state_dir=tmp_path / "s")
+    assert first.metrics["steps"] == 1 and first.metrics["stopped"] == "time_limit"
+    again = LMForecaster(**kw, train=tr).fit(panel, sp.train, sp.val, state_dir=tmp_path / "s", resume=tmp_path / "s")
+    assert again.metrics["steps"] == 4 and again.metrics["skip_pretrain"] is None
+    assert [h["step"] for h in again.metrics["history"]] == [0, 1, 2, 4]  # 0: the phase-1 weights
+
+
+# ------------------------------------------------------------------------------ the shipped demo model
+def test_demo_model_reproduces_its_validation_metric(tmp_path):
+    folder = config.DEMO_MODEL_DIR
+    if not (folder / "config.json").exists():
+        pytest.skip(f"no shipped demo model in {folder} (train it with the command in its README)")
+    from trafficcore.data import demo
+    from trafficcore.data.store import Store
+
+    cfg = json.loads((folder / "config.json").read_text())
+    rec = cfg["metrics"]["reproduce"]
+    store = Store(tmp_path / "demo.duckdb")
+    store.ingest("demo", demo.generate(seed=0, weeks=8))  # what `trafficcore demo` imports by default
+    panel = load_panel(store, "demo")
+    m = LMForecaster.load(folder)
+    assert m.fingerprint == cfg["training_data_sha256"], "the regenerated demo city differs from the training data"
+    from trafficcore.evaluation.protocols import standard_split
+
+    got = m.validation_check(panel, standard_split(panel, m.spec).val)
+    assert got["n"] == rec["n"]
+    assert got["mae"] == pytest.approx(rec["mae"], rel=0.01), (got, rec)
