@@ -419,14 +419,16 @@ class LMForecaster:
         cls = tok.cls_token_id if tok.cls_token_id is not None else (tok.bos_token_id or 0)
         return np.array([cls], dtype=np.int64)
 
-    def prepare(self, panel: Panel, samples: Samples, numeric_only: bool = False) -> Prepared:
-        """Numeric inputs and (unless `numeric_only` or the model reads no text) tokenised context texts."""
+    def prepare(self, panel: Panel, samples: Samples, numeric_only: bool = False,
+                texts: list[str] | None = None) -> Prepared:
+        """Numeric inputs and (unless `numeric_only` or the model reads no text) tokenised context texts;
+        `texts` replaces the samples' own context texts (explanations, scenario notes)."""
         inputs = numeric_inputs(panel, samples, self.stats, self._neighbours(panel), patch=self.cfg.patch,
                                 extra=tuple(self.cfg.extra_tokens))
         if numeric_only or not self.cfg.transformer:
             ids, index = [np.zeros(1, dtype=np.int64)], np.zeros(len(samples), dtype=np.int64)
         elif self.cfg.use_text:
-            ids, index = self._tokenise(self.texts(panel, samples))
+            ids, index = self._tokenise(list(texts) if texts is not None else self.texts(panel, samples))
         else:
             ids, index = [self._cls_only()], np.zeros(len(samples), dtype=np.int64)
         return Prepared(inputs, samples.targets.astype(np.float32), ids, index)
@@ -683,11 +685,8 @@ class LMForecaster:
             raise ValueError(f"lm: {len(texts)} texts for {len(samples)} samples")
         if not (self.cfg.use_text and self.cfg.transformer):
             return self.predict_samples(panel, samples)  # this variant ignores text: words get no credit
-        inputs = numeric_inputs(panel, samples, self.stats, self._neighbours(panel), patch=self.cfg.patch)
-        ids, index = self._tokenise(list(texts))
-        prep = Prepared(inputs, samples.targets.astype(np.float32), ids, index)
         device = next(self.net.parameters()).device
-        return self._predict_prepared(prep, device).astype(np.float64)
+        return self._predict_prepared(self.prepare(panel, samples, texts=texts), device).astype(np.float64)
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict:
