@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from trafficcore.data.panel import Panel, haversine_km
+from trafficcore.data.profile import daytype_slot, slot_means, slots_per_day
 from trafficcore.data.windows import UNPLANNED_WORDS, WEEK, Samples, WindowSpec, holiday_dates
 
 #: Readings divided by the scale are clipped to this range (faults such as stuck counters).
@@ -40,24 +41,6 @@ def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
     s = np.where(ok, a, 0.0).sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, s / np.maximum(n, 1), np.nan)
-
-
-def slots_per_day(panel: Panel) -> int:
-    return int(pd.Timedelta(days=1) / panel.interval)
-
-
-def row_daytype_slot(panel: Panel, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Day type (0 weekday, 1 weekend or holiday) and time-of-day slot of panel rows (may lie past the end)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    start = panel.times[0] if len(panel.times) else pd.Timestamp(0)
-    times = pd.DatetimeIndex(start + rows.ravel() * panel.interval)
-    weekend = np.asarray(times.day_of_week) >= 5
-    hol = holiday_dates(panel)
-    if hol:
-        weekend |= np.isin(np.asarray(times.normalize().date), list(hol))
-    minutes = np.asarray(times.hour * 60 + times.minute)
-    slot = minutes // int(panel.interval / pd.Timedelta(minutes=1))
-    return weekend.astype(np.int64).reshape(rows.shape), slot.astype(np.int64).reshape(rows.shape)
 
 
 @dataclass
@@ -74,21 +57,12 @@ class DetectorStats:
         """Fit on the panel rows a model may learn from; `exclude` names detectors to treat as unseen."""
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         rows = rows[(rows >= 0) & (rows < len(panel.times))]
-        vals = panel.values[rows].astype(np.float64)
+        values = panel.values
         if exclude:
-            cols = [i for i, d in enumerate(panel.detectors["detector_id"]) if d in exclude]
-            vals[:, cols] = np.nan
-        n_slots = slots_per_day(panel)
-        daytype, slot = row_daytype_slot(panel, rows)
-        key = daytype * n_slots + slot
-        ok = np.isfinite(vals)
-        sums = np.zeros((2 * n_slots, vals.shape[1]))
-        counts = np.zeros((2 * n_slots, vals.shape[1]))
-        np.add.at(sums, key, np.where(ok, vals, 0.0))
-        np.add.at(counts, key, ok)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            table = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        profile = table.T.reshape(vals.shape[1], 2, n_slots)
+            values = values.copy()
+            values[:, [i for i, d in enumerate(panel.detectors["detector_id"]) if d in exclude]] = np.nan
+        profile = slot_means(panel, rows, values)
+        vals = values[rows].astype(np.float64)
         scale = _nanmean(vals, axis=0)
         seen = np.isfinite(scale) & (scale > 0)
         if not seen.any():
@@ -194,7 +168,7 @@ def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbo
     sc = scale_all[d][:, None]
 
     def prof_at(cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        dt, sl = row_daytype_slot(panel, np.clip(rows, 0, None))
+        dt, sl = daytype_slot(panel, np.clip(rows, 0, None))
         return prof_all[cols, dt, sl]
 
     hist_rows = t[:, None] + np.arange(-H, 0)[None, :]
