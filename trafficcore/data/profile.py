@@ -13,6 +13,15 @@ from trafficcore.data.panel import Panel
 from trafficcore.data.windows import holiday_dates
 
 
+def nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+    """nanmean without the all-NaN warning (all-NaN slices give NaN)."""
+    ok = np.isfinite(a)
+    n = ok.sum(axis=axis)
+    s = np.where(ok, a, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
 def slots_per_day(panel: Panel) -> int:
     return int(pd.Timedelta(days=1) / panel.interval)
 

@@ -39,7 +39,7 @@ import pandas as pd
 from safetensors.numpy import load_file, save_file
 
 from trafficcore.data.panel import Panel
-from trafficcore.data.profile import daytype_slot, slot_means
+from trafficcore.data.profile import daytype_slot, nanmean, slot_means
 from trafficcore.data.windows import WEEK, Samples, WindowSpec, build_samples
 
 CONFIG = "config.json"
@@ -49,15 +49,6 @@ MIN_BIN = 30  # fewest validation residuals a level bin needs before it gets its
 
 
 # ------------------------------------------------------------------------------ small helpers
-def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
-    """nanmean without the all-NaN warning (all-NaN slices give NaN)."""
-    ok = np.isfinite(a)
-    n = ok.sum(axis=axis)
-    s = np.where(ok, a, 0.0).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
-
-
 def _last_finite(a: np.ndarray) -> np.ndarray:
     """Newest finite value of each row of an (N, H) oldest-first window (NaN when none)."""
     ok = np.isfinite(a)
@@ -127,7 +118,7 @@ class Profile:
         table = slot_means(panel, rows)
         vals = panel.values[rows]
         ok = np.isfinite(vals)
-        cross = _nanmean(table, axis=0)
+        cross = nanmean(table, axis=0)
         overall = float(np.nanmean(vals)) if ok.any() else 0.0
         cross = np.where(np.isfinite(cross), cross, overall)
         return cls(list(panel.detectors["detector_id"]), interval_min, table, cross, overall)
@@ -155,7 +146,7 @@ class Profile:
     def level(self, panel: Panel) -> np.ndarray:
         """Mean profile value of each panel column (the detector's typical size; NaN if unseen)."""
         prow = self.rows_for(panel)
-        lv = _nanmean(self.table.reshape(len(self.detector_ids), -1), axis=1)
+        lv = nanmean(self.table.reshape(len(self.detector_ids), -1), axis=1)
         return np.where(prow >= 0, lv[np.clip(prow, 0, None)], np.nan)
 
     def tensors(self, prefix: str = "profile") -> dict[str, np.ndarray]:
@@ -439,7 +430,7 @@ class GradientBoosting(_Baseline):
         hist = samples.history.astype(np.float64)
         H = hist.shape[1]
         last = _last_finite(hist)
-        mean4 = _nanmean(hist[:, -4:], axis=1)
+        mean4 = nanmean(hist[:, -4:], axis=1)
         own_cross = self.cold_start  # the detector's own profile is off limits in cold start
         prof = self.profile
         common: dict[str, np.ndarray] = {}
@@ -447,10 +438,10 @@ class GradientBoosting(_Baseline):
             for k in range(max(H - self.n_lags, 0), H):
                 common[f"lag_{H - k}"] = hist[:, k]
             common["own_mean4"] = mean4
-            common["own_mean_all"] = _nanmean(hist, axis=1)
+            common["own_mean_all"] = nanmean(hist, axis=1)
             common["own_missing"] = (~np.isfinite(hist)).sum(axis=1).astype(np.float64)
         ha_last = prof.lookup(panel, d, t - 1, cross_only=own_cross)
-        ha_recent = _nanmean(prof.lookup(panel, d[:, None], t[:, None] + np.arange(-4, 0)[None, :],
+        ha_recent = nanmean(prof.lookup(panel, d[:, None], t[:, None] + np.arange(-4, 0)[None, :],
                                          cross_only=own_cross), axis=1)
         ratio4 = (mean4 + 1.0) / (ha_recent + 1.0)
         if "profile" in groups:
@@ -471,14 +462,14 @@ class GradientBoosting(_Baseline):
             nb_last = np.stack([_last_finite(nbh[:, k, :]) for k in range(nbh.shape[1])], axis=1)
             for k in range(nb_last.shape[1]):
                 common[f"nb{k + 1}_last"] = nb_last[:, k]
-            common["nb_mean_last"] = _nanmean(nb_last, axis=1)
-            nb_mean4 = _nanmean(nbh[:, :, -4:], axis=2)  # (N, K)
-            common["nb_mean4"] = _nanmean(nb_mean4, axis=1)
+            common["nb_mean_last"] = nanmean(nb_last, axis=1)
+            nb_mean4 = nanmean(nbh[:, :, -4:], axis=2)  # (N, K)
+            common["nb_mean4"] = nanmean(nb_mean4, axis=1)
             nb_idx = neighbour_index(panel, self.spec)[d]  # (N, K), -1 = none
             nb_ha = prof.lookup(panel, np.clip(nb_idx, 0, None)[:, :, None],
                                 t[:, None, None] + np.arange(-4, 0)[None, None, :])
             nb_ha = np.where(nb_idx[:, :, None] >= 0, nb_ha, np.nan)
-            nb_ratio = _nanmean((nb_mean4 + 1.0) / (_nanmean(nb_ha, axis=2) + 1.0), axis=1)
+            nb_ratio = nanmean((nb_mean4 + 1.0) / (nanmean(nb_ha, axis=2) + 1.0), axis=1)
             common["nb_ratio4"] = nb_ratio
             nb_valid = nb_idx >= 0
         if "calendar" in groups:
@@ -505,7 +496,7 @@ class GradientBoosting(_Baseline):
                     feats["ha_scaled_nb"] = (ha_t + 1.0) * nb_ratio - 1.0
             if nb_ratio is not None:  # the neighbours' typical level at the target time
                 nb_t = prof.lookup(panel, np.clip(nb_idx, 0, None), target[:, None])
-                feats["nb_ha_target"] = _nanmean(np.where(nb_valid, nb_t, np.nan), axis=1)
+                feats["nb_ha_target"] = nanmean(np.where(nb_valid, nb_t, np.nan), axis=1)
             if "last_week" in groups:
                 lw_t = samples.last_week[:, j].astype(np.float64)
                 feats["lw_target"] = lw_t

@@ -28,19 +28,11 @@ import numpy as np
 import pandas as pd
 
 from trafficcore.data.panel import Panel, haversine_km
-from trafficcore.data.profile import daytype_slot, slot_means, slots_per_day
+from trafficcore.data.profile import daytype_slot, nanmean, slot_means, slots_per_day
 from trafficcore.data.windows import UNPLANNED_WORDS, WEEK, Samples, WindowSpec, holiday_dates
 
 #: Readings divided by the scale are clipped to this range (faults such as stuck counters).
 CLIP = 10.0
-
-
-def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
-    ok = np.isfinite(a)
-    n = ok.sum(axis=axis)
-    s = np.where(ok, a, 0.0).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
 
 
 @dataclass
@@ -63,12 +55,12 @@ class DetectorStats:
             values[:, [i for i, d in enumerate(panel.detectors["detector_id"]) if d in exclude]] = np.nan
         profile = slot_means(panel, rows, values)
         vals = values[rows].astype(np.float64)
-        scale = _nanmean(vals, axis=0)
+        scale = nanmean(vals, axis=0)
         seen = np.isfinite(scale) & (scale > 0)
         if not seen.any():
             raise ValueError("no training readings at all: cannot fit detector scales")
         scale = np.where(seen, np.maximum(scale, 1e-3), np.nan)
-        shape = _nanmean(profile[seen] / scale[seen, None, None], axis=0)
+        shape = nanmean(profile[seen] / scale[seen, None, None], axis=0)
         shape = np.where(np.isfinite(shape), shape, 1.0)
         return cls(list(panel.detectors["detector_id"]), scale.astype(np.float32), profile.astype(np.float32),
                    shape.astype(np.float32))
