@@ -262,6 +262,22 @@ def test_ablation_variants_differ_in_one_thing_each():
         assert x.train_cfg == m.train_cfg and x.net is None
 
 
+def test_numeric_only_ensemble_with_extra_tokens_roundtrips(panel, tmp_path):
+    m = LMForecaster(transformer=False, skip_members=3, level_feature=True, extra_tokens=("day", "long"),
+                     skip_pretrain_epochs=0.5, max_val_samples=64, train={"progress": False, "device": "cpu"})
+    sp = _split(panel)
+    m.fit(panel, sp.train, sp.val)
+    assert len(m.net.skip) == 3 and m.net.encoder is None and m.tokenizer is None
+    assert set(m.token_dims) == {"own", "nbr", "week", "target", "calendar", "day", "long"}
+    assert m.token_dims["target"][1] == 17  # profile, anchor, last week, its flags (4 each) + level
+    nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
+    s = build_samples(panel, sp.test[:6], spec=SPEC, neighbour_idx=nb)
+    q = m.predict_samples(panel, s)
+    assert q.shape == (18, 4, 3) and np.isfinite(q).all()
+    m.save(tmp_path / "e")
+    assert np.allclose(LMForecaster.load(tmp_path / "e").predict_samples(panel, s), q, atol=1e-5)
+
+
 def test_frozen_mode_trains_no_encoder_weight(panel):
     m = LMForecaster(num_layers=1, mode="frozen", use_text=False, max_val_samples=64, skip_pretrain_epochs=0,
                      train={"max_steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu"})

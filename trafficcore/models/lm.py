@@ -76,7 +76,9 @@ class LMConfig:
     dropout: float = 0.1
     patch: int = 4
     extra_tokens: tuple[str, ...] = ()  # optional numeric tokens: "day", "long" (see lm_inputs)
+    level_feature: bool = False  # add log(1 + detector scale) to the target token
     skip_hidden: int = 256
+    skip_members: int = 1  # >1: an ensemble of skip MLPs (different initialisations), quantiles averaged
     skip_pretrain_epochs: float = 3.0  # phase 1: the skip path alone over all training samples (0: off)
     skip_pretrain_batch: int = 256
     skip_pretrain_lr: float = 2e-3
@@ -136,14 +138,19 @@ class FusionNet(nn.Module):
             base = getattr(encoder, "get_base_model", lambda: encoder)()
             params = inspect.signature(base.forward).parameters
             self.use_token_types = "token_type_ids" in params and int(getattr(base.config, "type_vocab_size", 1)) >= 2
+        self.skip: nn.Module | None = None
         if cfg.skip or encoder is None:
             flat = sum(int(n) * int(f) for n, f in token_dims.values())
-            self.skip = nn.Sequential(nn.Linear(flat, cfg.skip_hidden), nn.GELU(), nn.Dropout(cfg.dropout),
-                                      nn.Linear(cfg.skip_hidden, cfg.skip_hidden), nn.GELU(),
-                                      nn.Linear(cfg.skip_hidden, out))
-            self._zero_last(self.skip[-1])
-        else:
-            self.skip = None
+
+            def mlp() -> nn.Sequential:
+                m = nn.Sequential(nn.Linear(flat, cfg.skip_hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                  nn.Linear(cfg.skip_hidden, cfg.skip_hidden), nn.GELU(),
+                                  nn.Linear(cfg.skip_hidden, out))
+                self._zero_last(m[-1])
+                return m
+
+            # several members: each is trained on its own loss, forecasts average their quantiles
+            self.skip = mlp() if cfg.skip_members <= 1 else nn.ModuleList(mlp() for _ in range(cfg.skip_members))
 
     def _zero_last(self, layer: nn.Linear, band: bool = True) -> None:
         """Start from the anchor (zero residual) with a band of about +-0.15 scale units."""
@@ -199,7 +206,10 @@ class FusionNet(nn.Module):
             z = torch.cat([h[:, 0], h[:, lt:].mean(dim=1)], dim=-1)
             out = self.head(z)
         if self.skip is not None:
-            out = out + self.skip(torch.cat([x.flatten(1) for x in parts], dim=1))
+            flat = torch.cat([x.flatten(1) for x in parts], dim=1)
+            if isinstance(self.skip, nn.ModuleList):  # (K, B, S, 3): one forecast per member
+                return torch.stack([out + m(flat) for m in self.skip]).view(len(self.skip), B, self.n_horizons, 3)
+            out = out + self.skip(flat)
         return out.view(B, self.n_horizons, 3)
 
 
@@ -277,9 +287,10 @@ class _Task:
         return self.m._tensors(self.train, idx, device, with_targets=True)
 
     def loss(self, model: nn.Module, batch: dict, embed_delta: torch.Tensor | None = None) -> torch.Tensor:
-        raw = model(batch, embed_delta=embed_delta)
-        q = quantiles_from_raw(raw.float())
+        q = quantiles_from_raw(model(batch, embed_delta=embed_delta).float())
         w = batch["scale"] / self.mean_scale if self.m.cfg.scale_weighted_loss else None
+        if q.dim() == 4:  # skip-path members: the mean of their own losses
+            return torch.stack([pinball(qk, batch["y"], w) for qk in q]).mean()
         return pinball(q, batch["y"], w)
 
     def val_error(self, model: nn.Module, device: torch.device, rank: int, world: int) -> tuple[float, float]:
@@ -424,7 +435,7 @@ class LMForecaster:
         """Numeric inputs and (unless `numeric_only` or the model reads no text) tokenised context texts;
         `texts` replaces the samples' own context texts (explanations, scenario notes)."""
         inputs = numeric_inputs(panel, samples, self.stats, self._neighbours(panel), patch=self.cfg.patch,
-                                extra=tuple(self.cfg.extra_tokens))
+                                extra=tuple(self.cfg.extra_tokens), level=self.cfg.level_feature)
         if numeric_only or not self.cfg.transformer:
             ids, index = [np.zeros(1, dtype=np.int64)], np.zeros(len(samples), dtype=np.int64)
         elif self.cfg.use_text:
@@ -489,7 +500,7 @@ class LMForecaster:
         va = self.validation_samples(panel, val_rows)
         t_prep = time.perf_counter()
         dims = numeric_inputs(panel, tr.subset(np.arange(1)), self.stats, nb, patch=cfg.patch,
-                              extra=tuple(cfg.extra_tokens)).token_dims()
+                              extra=tuple(cfg.extra_tokens), level=cfg.level_feature).token_dims()
         self._build(dims)
         pool = np.arange(len(tr))
         if len(tr) > budget:
@@ -660,7 +671,8 @@ class LMForecaster:
             for s in range(0, len(order), batch_size):
                 pos = order[s:s + batch_size]
                 b = self._tensors(prep, idx[pos], device)
-                q = quantiles_from_raw(net(b).float()).cpu().numpy()
+                q = quantiles_from_raw(net(b).float())
+                q = (q.mean(dim=0) if q.dim() == 4 else q).cpu().numpy()
                 x = prep.inputs
                 out[pos] = x.anchor[idx[pos], :, None] + q * x.scale[idx[pos], None, None]
         net.train(was_training)

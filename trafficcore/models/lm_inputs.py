@@ -140,11 +140,13 @@ EXTRA_TOKENS = ("day", "long")
 
 def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbour_idx: np.ndarray,
                    patch: int = 4, ratio_steps: int = 4, shrink: float = 0.25,
-                   extra: tuple[str, ...] = ()) -> NumericInputs:
+                   extra: tuple[str, ...] = (), level: bool = False) -> NumericInputs:
     """Build every numeric token and the anchor for `samples` (inputs use rows before the issue time only).
 
     `extra` adds optional tokens: "day" (the detector one day earlier around the issue time) and
     "long" (the 24 hours before the history window, in means of `patch` readings, with profile).
+    `level` adds log(1 + scale) to the target token: how busy the detector is, which the scaled
+    inputs otherwise hide (relative noise is larger on quiet approaches).
     """
     unknown = set(extra) - set(EXTRA_TOKENS)
     if unknown:
@@ -217,7 +219,8 @@ def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbo
                                          np.clip(ratio_l, 0.0, CLIP), (cnt == 0).astype(np.float32)],
                                         axis=1).astype(np.float32)
     lw, lwm = _scaled(samples.last_week, sc)
-    target = np.concatenate([tprof / sc, anchor / sc, lw, lwm], axis=1)
+    target = np.concatenate([tprof / sc, anchor / sc, lw, lwm] + ([np.log1p(np.maximum(sc, 0.0)) / 5.0] if level
+                                                                  else []), axis=1)
     return NumericInputs(
         own=own,
         nbr=nbr.astype(np.float32),
