@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from trafficcore.evaluation import metrics
-from trafficcore.evaluation.benchmark import BenchmarkError, markdown_table, run_benchmark
+from trafficcore.evaluation.benchmark import BenchmarkError, inference_speed, markdown_table, run_benchmark
 from trafficcore.evaluation.cli import benchmark
 from trafficcore.evaluation.protocols import tgcn_setup
 
@@ -115,3 +115,94 @@ def test_command_prints_table_writes_json_and_exits_2_on_user_error(city, tmp_pa
     assert "error: no dataset named 'nowhere'" in bad.output
     missing = runner.invoke(app, ["benchmark", "--dataset", "tiny", "--db", str(tmp_path / "none.duckdb")])
     assert missing.exit_code == 2 and "no store" in missing.output
+
+
+@pytest.fixture(scope="module")
+def saved_gbt(city, tmp_path_factory):
+    """A fitted gbt saved as a model folder (what --speed times)."""
+    _, store = city
+    out = tmp_path_factory.mktemp("models")
+    run_benchmark(store, "tiny", "standard", ["gbt"], model_kwargs={"gbt": FAST_GBT}, save_dir=out)
+    return out / "gbt"
+
+
+def test_speed_times_every_detector_horizon_and_quantile(city, saved_gbt, tmp_path):
+    panel, store = city
+    rep = inference_speed(store, "tiny", [saved_gbt], repeats=2)
+    (row,) = rep["speed"]
+    n_det = panel.values.shape[1]
+    assert row["detectors"] == n_det and row["horizons"] == 4 and row["forecast_values"] == n_det * 4 * 3
+    assert 0 < row["warm_s"] <= row["warm_max_s"] and row["samples_per_s"] == pytest.approx(n_det / row["warm_s"])
+    assert row["peak_rss_mb"] > 0
+    # the warm calls forecast successive issue times, the last ones the data allows
+    assert rep["issued_at"] == str(panel.times[len(panel.times) - 3])
+    with pytest.raises(BenchmarkError, match="cannot load a model"):
+        inference_speed(store, "tiny", [tmp_path / "nothing"], repeats=1)
+
+
+def test_command_speed_and_preset_options(city, saved_gbt, tmp_path):
+    _, store = city
+    app = typer.Typer()
+    app.command()(benchmark)
+    app.command("noop")(lambda: None)
+    runner = CliRunner()
+    res = runner.invoke(app, ["benchmark", "--dataset", "tiny", "--db", str(store.path), "--speed",
+                              str(saved_gbt), "--repeats", "1", "--json", str(tmp_path / "speed.json")])
+    assert res.exit_code == 0, res.output
+    assert "samples/s (warm)" in res.output and f"| {saved_gbt} |" in res.output
+    assert json.loads((tmp_path / "speed.json").read_text())["speed"][0]["detectors"] > 0
+    bad = runner.invoke(app, ["benchmark", "--dataset", "tiny", "--db", str(store.path), "--models", "lm",
+                              "--preset", "huge"])
+    assert bad.exit_code == 2 and "unknown preset 'huge'" in bad.output
+    nolm = runner.invoke(app, ["benchmark", "--dataset", "tiny", "--db", str(store.path), "--models", "gbt",
+                               "--preset", "quick"])
+    assert nolm.exit_code == 2 and "lm is not in --models" in nolm.output
+
+
+def test_lm_inference_last_layer_reads_only_what_the_head_reads():
+    """The speed fix behind the 140-detector timing: the pruned last layer gives the same forecasts."""
+    import copy
+
+    import torch
+
+    from trafficcore.models.backbone import load_backbone
+    from trafficcore.models.lm import FusionNet, LMConfig, _prune_last_layer
+
+    torch.manual_seed(0)
+    cfg = LMConfig(num_layers=2, dropout=0.0)
+    dims = {"own": (4, 12), "target": (1, 16)}
+    net = FusionNet(load_backbone(num_layers=2, dropout=0.0).model, dims, 4, cfg).eval()
+    torch.nn.init.normal_(net.head[-1].weight, std=0.5)  # a trained head, not the zero start
+    B, L = 6, 9
+    lengths = torch.tensor([9, 3, 5, 9, 7, 2])  # padded texts of different lengths
+    batch = {"own": torch.randn(B, 4, 12), "target": torch.randn(B, 16),
+             "input_ids": torch.randint(1000, 2000, (B, L)),
+             "attention_mask": (torch.arange(L)[None, :] < lengths[:, None]).long()}
+    pruned = copy.deepcopy(net)
+    assert _prune_last_layer(pruned) and not _prune_last_layer(pruned)  # once only
+    with torch.inference_mode():
+        full, fast = net(batch), pruned(batch)
+    assert full.abs().max() > 0.1
+    torch.testing.assert_close(fast, full, atol=1e-4, rtol=1e-4)
+
+
+def test_saved_lm_loads_after_its_preset_changed(tmp_path):
+    """--speed and forecast load saved folders: a setting newer than the folder takes its old default, not the
+    preset's current value (the `full` preset now has 4 skip members; older folders hold one)."""
+    import shutil
+
+    from trafficcore import config
+    from trafficcore.models.lm import PRESETS, LMForecaster
+
+    src = config.DEMO_MODEL_DIR
+    if not (src / "config.json").exists():
+        pytest.skip(f"no shipped demo model in {src}")
+    cfg = json.loads((src / "config.json").read_text())
+    if "skip_members" in cfg["model"] or PRESETS["full"]["model"].get("skip_members", 1) == 1:
+        pytest.skip("the shipped model already records skip_members, or `full` no longer changes it")
+    folder = tmp_path / "m"
+    shutil.copytree(src, folder)
+    cfg["preset"] = "full"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    m = LMForecaster.load(folder)
+    assert m.cfg.skip_members == 1 and m.preset == "full"

@@ -13,6 +13,10 @@ The report (also written as OUT.json by `trafficcore benchmark --json`):
      "timing":    {"load_s", "total_s", "models": {name: {"fit_s", "predict_s", "test_samples",
                                                           "samples_per_s", "peak_rss_mb"}}}}
 
+`inference_speed(store, dataset, model_dirs)` (`trafficcore benchmark --speed DIR,...`) times saved models
+forecasting every detector x horizon x quantile at one issue time: cold and warm wall time, CPU time,
+samples/s and peak memory.
+
 Under ``tgcn`` each result also carries the T-GCN table's "accuracy", "r2" and
 "explained_variance", pooled over the 1..k predicted steps of its horizon.
 
@@ -300,6 +304,78 @@ def run_benchmark(
     return _clean(report)
 
 
+# ------------------------------------------------------------------------------ inference speed
+def inference_speed(store: Store, dataset: str, model_dirs: list[str | Path], *, issued_at=None, repeats: int = 5,
+                    threads: int | None = None) -> dict:
+    """Time forecasting every detector x every horizon x 3 quantiles at one issue time, per saved model.
+
+    Each call goes through `trafficcore.models.base.predict` (what `trafficcore forecast` runs: windows,
+    inputs, context texts, tokenisation, network, Forecast frame). The first call is reported apart ("cold":
+    it builds caches and, for the LM, its int8 inference network); the `repeats` warm calls then forecast
+    successive issue times, so that the context texts change as in live use and no tokenisation cache can
+    flatter the number. Peak memory is the process's peak resident set (loading included). Besides wall
+    time, the CPU seconds the process used per warm call are recorded: on a shared, oversubscribed machine
+    wall time mostly measures the other jobs, while CPU time (with one thread) is what the call costs.
+    """
+    import torch
+
+    from trafficcore.models import base as model_base
+
+    if repeats < 1:
+        raise BenchmarkError("repeats must be at least 1")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        panel = load_panel(store, dataset)
+    except KeyError as e:
+        raise BenchmarkError(f"{e.args[0]}; known datasets: {store.dataset_names()}") from None
+    if len(panel.times) <= repeats + 1:
+        raise BenchmarkError(f"dataset {dataset!r} is too short to time {repeats} issue times")
+    first = panel.index_of(issued_at) if issued_at is not None else len(panel.times) - repeats - 1
+    if not 0 < first <= len(panel.times) - repeats - 1:
+        raise BenchmarkError(f"issue time {issued_at} leaves no room for {repeats} warm calls inside {dataset!r}")
+    rows = []
+    for d in model_dirs:
+        t0 = time.perf_counter()
+        try:
+            model = registry.load_model(d)
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            raise BenchmarkError(f"cannot load a model from {d}: {e}") from None
+        load_s = time.perf_counter() - t0
+        if threads is not None:
+            torch.set_num_threads(int(threads))  # loading may have changed it
+        times, cpu, n = [], [], 0
+        for k in range(repeats + 1):
+            t0, c0 = time.perf_counter(), time.process_time()
+            frame = model_base.predict(model, panel, panel.times[first + k])
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+            n = len(frame)
+        warm = float(np.median(times[1:]))
+        n_det = int(frame["detector_id"].nunique())
+        rows.append({"model": str(d), "model_class": getattr(model, "model_class", type(model).__name__),
+                     "detectors": n_det, "horizons": len(model.spec.horizons_min), "quantiles": 3,
+                     "forecast_values": 3 * n, "load_s": load_s, "cold_s": times[0], "warm_s": warm,
+                     "warm_max_s": float(max(times[1:])),
+                     "warm_cpu_s": float(np.median(cpu[1:])), "samples_per_s": n_det / warm,
+                     "peak_rss_mb": _peak_rss_mb(), "threads": torch.get_num_threads()})
+    return _clean({"dataset": dataset, "issued_at": str(panel.times[first]), "repeats": repeats, "speed": rows})
+
+
+def speed_table(report: dict) -> str:
+    """The inference-speed report as GitHub markdown."""
+    cols = ["model", "detectors x horizons x quantiles", "cold (s)", "warm median (s)", "warm max (s)",
+            "warm CPU (s)", "samples/s (warm)", "peak RSS (MB)", "threads"]
+    out = [f"**{report['dataset']}**, forecasts issued from {report['issued_at']} ({report['repeats']} warm calls)",
+           "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in report["speed"]:
+        out.append(f"| {r['model']} | {r['detectors']} x {r['horizons']} x {r['quantiles']} | {r['cold_s']:.3f} | "
+                   f"{r['warm_s']:.3f} | {r['warm_max_s']:.3f} | {r['warm_cpu_s']:.3f} | {r['samples_per_s']:.0f} | "
+                   f"{r['peak_rss_mb']:.0f} | "
+                   f"{r['threads']} |")
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------------------ the table
 def markdown_table(report: dict) -> str:
     """The results (and ablations, if any) as GitHub markdown, one row per model and horizon."""
@@ -329,4 +405,5 @@ def markdown_table(report: dict) -> str:
     return "\n".join(out)
 
 
-__all__ = ["BASELINES", "BenchmarkError", "ProtocolError", "markdown_table", "run_benchmark"]
+__all__ = ["BASELINES", "BenchmarkError", "ProtocolError", "inference_speed", "markdown_table", "run_benchmark",
+           "speed_table"]

@@ -32,8 +32,16 @@ def benchmark(
     seed: int = typer.Option(0, "--seed", help="seed for models and the cold-start site draw"),
     ablations: bool = typer.Option(False, "--ablations/--no-ablations", help="also score models' ablation variants"),
     save_models: Path | None = typer.Option(None, "--save-models", help="save each fitted model under this folder"),
+    preset: str | None = typer.Option(None, "--preset", help="training preset of the lm model: quick | full"),
+    speed: str | None = typer.Option(None, "--speed", help="instead: time saved model folders (comma-separated) "
+                                     "forecasting every detector, horizon and quantile at one issue time"),
+    at: str | None = typer.Option(None, "--at", help="--speed: first issue time (default: near the end of the data)"),
+    repeats: int = typer.Option(5, "--repeats", help="--speed: warm calls to time, at successive issue times"),
+    threads: int | None = typer.Option(None, "--threads", help="--speed: torch CPU threads (default: torch's)"),
 ) -> None:
-    """Fit and score models under an evaluation protocol; print a markdown table."""
+    """Fit and score models under an evaluation protocol; print a markdown table.
+
+    With --speed, time saved models instead (cold and warm forecast of all detectors; samples/s, peak memory)."""
     from tqdm import tqdm
 
     from trafficcore.data.store import Store
@@ -42,9 +50,21 @@ def benchmark(
     path = config.db_path(db)
     if not path.exists():
         _fail(f"no store at {path}; import a dataset first (trafficcore import ... or trafficcore demo)")
+    if speed is not None:
+        _speed(path, dataset, speed, at, repeats, threads, json_out)
+        return
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         _fail("--models is empty")
+    model_kwargs = {}
+    if preset:
+        from trafficcore.models.lm import PRESETS
+
+        if "lm" not in names:
+            _fail("--preset sets the lm model's training preset, but lm is not in --models")
+        if preset not in PRESETS:
+            _fail(f"unknown preset {preset!r}; choose from {', '.join(sorted(PRESETS))}")
+        model_kwargs = {"lm": {"preset": preset}}
     bar = tqdm(total=1 + 2 * len(names), unit="step", dynamic_ncols=True, leave=False)
     started = time.perf_counter()
 
@@ -56,13 +76,33 @@ def benchmark(
 
     try:
         report = run_benchmark(Store(path, read_only=True), dataset, protocol, names, seed=seed, ablations=ablations,
-                               save_dir=save_models, on_step=on_step)
+                               save_dir=save_models, on_step=on_step, model_kwargs=model_kwargs)
     except TrafficCoreError as e:
         bar.close()
         _fail(str(e))
     bar.close()
     typer.echo(markdown_table(report))
     typer.echo(f"\n{len(names)} model(s) in {time.perf_counter() - started:.1f} s")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+        typer.echo(f"wrote {json_out}")
+
+
+def _speed(path: Path, dataset: str, speed: str, at: str | None, repeats: int, threads: int | None,
+           json_out: Path | None) -> None:
+    from trafficcore.data.store import Store
+    from trafficcore.evaluation.benchmark import inference_speed, speed_table
+
+    dirs = [d.strip() for d in speed.split(",") if d.strip()]
+    if not dirs:
+        _fail("--speed names no model folder")
+    try:
+        report = inference_speed(Store(path, read_only=True), dataset, dirs, issued_at=at, repeats=repeats,
+                                 threads=threads)
+    except (TrafficCoreError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(speed_table(report))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))

@@ -257,6 +257,7 @@ class FastContext:
             self.ev_holiday = kind.str.contains("holiday").to_numpy()
             self.ev_kind = ev["kind"].to_numpy()
             self.ev_text = ev["text"].to_numpy()
+            self.km = np.full((len(self.det), self.n_events), np.nan)  # detector-event distance, where known
             self.near = self._near(ev)  # (D, E)
         w = panel.weather
         self.w_ts = pd.to_datetime(w["ts"]).to_numpy() if not w.empty else np.array([], dtype="datetime64[ns]")
@@ -285,6 +286,7 @@ class FastContext:
                                 ev["lon"].astype(float).to_numpy()[None, :])
             by_dist = np.nan_to_num(dist, nan=1e9) <= self.spec.event_radius_km
             near = near | (by_dist & np.isfinite(lat)[:, None])
+            self.km = dist
         return near
 
     def time_of(self, issue_row: int) -> pd.Timestamp:
@@ -293,7 +295,9 @@ class FastContext:
             return p.times[int(issue_row)]
         return p.times[0] + int(issue_row) * p.interval
 
-    def fields(self, detector_idx: int, issue_row: int) -> dict:
+    def fields(self, detector_idx: int, issue_row: int, details: bool = False) -> dict:
+        """`windows.context_fields`; with `details`, each event also says how far it is (`km`) and, for planned
+        events, when it ends (`minutes_to_end`): what the language model needs to place an event in space and time."""
         t = self.time_of(issue_row)
         events = []
         if self.n_events:
@@ -304,6 +308,12 @@ class FastContext:
             for j in np.flatnonzero(active & self.near[int(detector_idx)]):
                 mins = int((pd.Timestamp(self.ev_start[j]) - t) / pd.Timedelta(minutes=1))
                 events.append({"kind": self.ev_kind[j], "text": self.ev_text[j], "minutes_from_now": mins})
+                if details:
+                    km = self.km[int(detector_idx), j]
+                    if np.isfinite(km):
+                        events[-1]["km"] = float(km)
+                    if not self.ev_unplanned[j]:  # an incident's end is known only afterwards
+                        events[-1]["minutes_to_end"] = int((pd.Timestamp(self.ev_end[j]) - t) / pd.Timedelta(minutes=1))
         weather = {}
         if len(self.w_ts):
             # the reference takes the last row (in table order) among those with ts <= t
@@ -317,3 +327,28 @@ class FastContext:
             "events": events[:3],
             "weather": weather,
         }
+
+    def recent_event_mask(self, detector_idx: np.ndarray, issue_idx: np.ndarray, window_min: int = 180) -> np.ndarray:
+        """Per sample: does its context text mention an event that is upcoming or started within `window_min`?
+
+        These are the samples where the words say something the numbers cannot (an event that has not
+        yet shown up in the readings); long-running roadworks are already in the recent readings. Same
+        visibility and proximity rules as `fields`, vectorised over samples (phase-2 event-aware sampling).
+        """
+        detector_idx = np.asarray(detector_idx, dtype=np.int64)
+        issue_idx = np.asarray(issue_idx, dtype=np.int64)
+        out = np.zeros(len(issue_idx), dtype=bool)
+        if not self.n_events or not len(issue_idx):
+            return out
+        p = self.panel
+        t = np.datetime64(p.times[0].to_datetime64()) + issue_idx * np.timedelta64(p.interval)
+        hz = np.timedelta64(self.horizon + pd.Timedelta(hours=1))
+        for j in np.flatnonzero(~self.ev_holiday):
+            near = self.near[detector_idx, j]
+            if not near.any():
+                continue
+            s, e = self.ev_start[j], self.ev_end[j]
+            visible = (s <= t) if self.ev_unplanned[j] else (s <= t + hz)
+            recent = s >= t - np.timedelta64(int(window_min), "m")
+            out |= near & visible & recent & (e >= t - np.timedelta64(1, "h"))
+        return out
