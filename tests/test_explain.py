@@ -87,3 +87,41 @@ def test_gradient_boosting_tree_explainer(panel):
     assert not e.tokens and e.features
     fi, ti = global_importance(WordModel(), panel, [("A:N", "2025-01-10 18:30"), ("B:N", "2025-01-10 18:30")])
     assert set(fi["name"]) >= {"last interval", "neighbours"} and (fi["mean_abs"] >= 0).all()
+
+
+class PartsModel(WordModel):
+    """WordModel that, like the language model, says how its context text is made of phrases."""
+
+    def text_parts(self, panel, samples, note=None):
+        parts = ["Live concert tonight. Capacity crowd of 5,000 (starts in 30 min).", "Site A."]
+        return [parts + ([note] if note else [])] * len(samples)
+
+
+def test_an_event_phrase_with_several_sentences_stays_one_phrase(panel):
+    e = explain(PartsModel(), panel, "A:N", "2025-01-10 18:30", 30)
+    ph = dict(phrases(e))
+    assert list(ph) == ["Live concert tonight. Capacity crowd of 5,000 (starts in 30 min).", "Site A."]
+    assert ph["Live concert tonight. Capacity crowd of 5,000 (starts in 30 min)."] == pytest.approx(10.0)
+    assert e.total() == pytest.approx(e.prediction, rel=1e-3)
+    noted = explain(PartsModel(), panel, "A:N", "2025-01-10 18:30", 30, note="Another concert nearby.")
+    assert dict(phrases(noted))["Another concert nearby."] == pytest.approx(10.0)
+
+
+def test_explanation_cache_is_bounded_and_never_serves_a_dead_objects_entry():
+    from trafficcore.explain import _ObjectCache
+
+    class Obj:
+        pass
+
+    cache = _ObjectCache(2)
+    a = Obj()
+    cache.put((a,), ("x",), 1)
+    assert cache.get((a,), ("x",)) == 1 and cache.get((a,), ("y",)) is None
+    del a
+    b = Obj()  # may reuse the dead object's id: it must not see the old entry
+    assert cache.get((b,), ("x",)) is None
+    objs = [Obj() for _ in range(3)]
+    for i, o in enumerate(objs):
+        cache.put((o,), ("x",), i)
+    assert cache.get((objs[0],), ("x",)) is None  # evicted: the cache holds 2
+    assert cache.get((objs[2],), ("x",)) == 2

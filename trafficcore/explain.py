@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import html
 import re
+import weakref
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -60,6 +62,7 @@ class Explanation:
     tokens: list[dict] = field(default_factory=list)  # [{token, value}] in text order
     features: list[dict] = field(default_factory=list)  # [{name, value}]
     summary: str = ""
+    phrase_lengths: list[int] = field(default_factory=list)  # words per phrase of `text` (empty: split sentences)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,7 +71,35 @@ class Explanation:
         return self.base_value + sum(t["value"] for t in self.tokens) + sum(f["value"] for f in self.features)
 
 
-_CACHE: dict[tuple, Explanation] = {}
+class _ObjectCache:
+    """A bounded LRU cache keyed by objects' ids plus plain values.
+
+    Why not a dict keyed by `id(...)`: a long-running server reloads panels and models, so the
+    cache would grow without end, and a new object can reuse a dead one's id and hit a stale entry.
+    Entries hold weak references to their objects and only count while those are the same, alive.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple, tuple[tuple, object]] = OrderedDict()
+
+    def get(self, objects: tuple, rest: tuple):
+        key = tuple(id(o) for o in objects) + rest
+        hit = self._items.get(key)
+        if hit is None or any(r() is not o for r, o in zip(hit[0], objects, strict=True)):
+            return None
+        self._items.move_to_end(key)
+        return hit[1]
+
+    def put(self, objects: tuple, rest: tuple, value) -> None:
+        key = tuple(id(o) for o in objects) + rest
+        self._items[key] = (tuple(weakref.ref(o) for o in objects), value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+_CACHE = _ObjectCache(512)
 
 
 def explain(
@@ -82,19 +113,10 @@ def explain(
     seed: int = 0,
 ) -> Explanation:
     """Explain the P50 forecast of `model` for one detector, issue time and horizon (cached)."""
-    key = (
-        id(model),
-        panel.dataset,
-        id(panel),
-        detector_id,
-        str(issued_at),
-        int(horizon_min),
-        note,
-        n_permutations,
-        seed,
-    )
-    if key in _CACHE:
-        return _CACHE[key]
+    rest = (panel.dataset, detector_id, str(issued_at), int(horizon_min), note, n_permutations, seed)
+    cached = _CACHE.get((model, panel), rest)
+    if cached is not None:
+        return cached
     if horizon_min not in model.spec.horizons_min:
         raise ValueError(f"horizon {horizon_min} min not offered; choose from {list(model.spec.horizons_min)}")
     d = panel.column(detector_id)
@@ -102,11 +124,12 @@ def explain(
     j = list(model.spec.horizons_min).index(int(horizon_min))
     samples = build_samples(panel, np.array([row]), np.array([d]), model.spec)
     typical = float(_typical(panel, d, row, model.spec)[1][j])
+    lengths: list[int] = []
     if hasattr(model, "boosters"):
         out = _explain_tree(model, panel, samples, j)
         text = ""
     else:
-        text = _context_of(model, panel, samples, note) if _reads_text(model) else ""
+        text, lengths = _context_of(model, panel, samples, note) if _reads_text(model) else ("", [])
         out = _explain_permutation(model, panel, samples, j, text, n_permutations, seed)
     base, pred, tokens, features = out
     expl = Explanation(
@@ -120,19 +143,25 @@ def explain(
         text=text,
         tokens=tokens,
         features=features,
+        phrase_lengths=lengths,
     )
     expl.summary = summarise(expl, panel)
-    _CACHE[key] = expl
+    _CACHE.put((model, panel), rest, expl)
     return expl
 
 
-def _context_of(model, panel: Panel, samples: Samples, note: str | None) -> str:
-    """The text the model itself reads for this sample (its own `texts` when it has one), plus the note."""
+def _context_of(model, panel: Panel, samples: Samples, note: str | None) -> tuple[str, list[int]]:
+    """The text the model itself reads for this sample, with the note where the model puts it, and the
+    number of words of each of its phrases (when the model says; an event text may hold several sentences,
+    so splitting at full stops would cut the event's phrase in pieces)."""
+    if callable(getattr(model, "text_parts", None)):
+        parts = model.text_parts(panel, samples, note=note.strip() if note and note.strip() else None)[0]
+        return " ".join(parts), [len(p.split()) for p in parts]
     if callable(getattr(model, "texts", None)):
         base = model.texts(panel, samples)[0]
     else:
         base = context_text(context_fields(panel, int(samples.detector_idx[0]), int(samples.issue_idx[0]), model.spec))
-    return f"{base} {note.strip()}" if note and note.strip() else base
+    return (f"{base} {note.strip()}" if note and note.strip() else base), []
 
 
 def _reads_text(model) -> bool:
@@ -149,14 +178,14 @@ def _typical(panel: Panel, d: int, row: int, spec) -> tuple[np.ndarray, np.ndarr
     return prof(d, hist_rows), prof(d, target_rows)
 
 
-_PROFILE_CACHE: dict[tuple, object] = {}
+_PROFILE_CACHE = _ObjectCache(64)
 
 
 def _profile_before(panel: Panel, row: int):
     """A lookup (detector, rows) -> typical value, fit on readings before the issue day."""
     day_start = int(row - row % int(pd.Timedelta(days=1) / panel.interval))
-    key = (id(panel), day_start)
-    if key not in _PROFILE_CACHE:
+    lookup = _PROFILE_CACHE.get((panel,), (day_start,))
+    if lookup is None:
         table = slot_means(panel, np.arange(day_start))  # (D, 2, slots)
         overall = np.nan_to_num(np.nanmean(panel.values[:day_start], axis=0)) if day_start else np.zeros(table.shape[0])
 
@@ -165,8 +194,8 @@ def _profile_before(panel: Panel, row: int):
             out = table[d, k, s].astype(float)
             return np.where(np.isfinite(out), out, float(overall[d]))
 
-        _PROFILE_CACHE[key] = lookup
-    return _PROFILE_CACHE[key]
+        _PROFILE_CACHE.put((panel,), (day_start,), lookup)
+    return lookup
 
 
 # --------------------------------------------------------------------------- permutation explainer
@@ -289,7 +318,16 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def phrases(expl: Explanation) -> list[tuple[str, float]]:
-    """Token attributions summed per sentence of the context text, in text order."""
+    """Token attributions summed per phrase of the context text (as the model composed it, else per sentence),
+    in text order."""
+    lengths = list(getattr(expl, "phrase_lengths", None) or [])
+    if lengths and sum(lengths) == len(expl.tokens):
+        out, i = [], 0
+        for n in lengths:
+            chunk = expl.tokens[i : i + n]
+            out.append((" ".join(t["token"] for t in chunk), float(sum(t["value"] for t in chunk))))
+            i += n
+        return out
     out, i = [], 0
     for sentence in _SENTENCE.split(expl.text) if expl.text else []:
         n = len(sentence.split())
