@@ -99,6 +99,21 @@ COLUMNS: dict[str, dict[str, str]] = {
         "metrics_json": "VARCHAR",
         "config_json": "VARCHAR",
         "promoted": "BOOLEAN",
+        "parent_run_id": "VARCHAR",  # the run a fine-tuned model started from (trafficcore.live.registry)
+        "status": "VARCHAR",  # registry verdict: candidate, rejected, promoted, ... (NULL for plain runs)
+        "train_end": "TIMESTAMP",  # newest reading the model learnt from
+        "promoted_at": "TIMESTAMP",  # last time it became the promoted model (rollback goes to the one before)
+    },
+    # One row per batch of live readings taken in (trafficcore.live.ingest): a resent batch is recognised by its
+    # content hash. `received_at` is UTC wall-clock time of the server, unlike the dataset's local timestamps.
+    "ingest_log": {
+        "dataset": "VARCHAR",
+        "batch_id": "VARCHAR",
+        "source": "VARCHAR",
+        "received_at": "TIMESTAMP",
+        "rows": "INTEGER",
+        "first_ts": "TIMESTAMP",
+        "last_ts": "TIMESTAMP",
     },
 }
 
@@ -112,6 +127,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "adjacency": ("dataset", "src", "dst", "kind"),
     "forecasts": ("run_id", "detector_id", "issued_at", "horizon_min"),
     "model_runs": ("run_id",),
+    "ingest_log": ("dataset", "batch_id"),
 }
 
 #: Tables a loader fills (everything but the products of models).

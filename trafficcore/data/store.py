@@ -33,15 +33,28 @@ class Store:
             with self.connect() as con:
                 for stmt in _ddl():
                     con.execute(stmt)
+                _add_missing_columns(con)
 
     @contextmanager
     def connect(self):
         read_only = self.read_only and self.path.exists()
-        con = duckdb.connect(str(self.path), read_only=read_only)
+        con = _connect_retrying(str(self.path), read_only)
         try:
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def transaction(self):
+        """A connection inside BEGIN ... COMMIT; any error rolls everything back (all-or-nothing writes)."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     # ------------------------------------------------------------------ writing
     def ingest(self, dataset: str, tables: CanonicalTables) -> dict[str, int]:
@@ -58,51 +71,28 @@ class Store:
         known_detectors = set(self._column(dataset, "detectors", "detector_id"))
         check_tables(frames, known_sites, known_detectors)
         counts: dict[str, int] = {}
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                info = tables.info
-                con.execute("DELETE FROM datasets WHERE dataset = ?", [dataset])
-                con.execute(
-                    "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        dataset,
-                        info.synthetic,
-                        info.source,
-                        info.timezone,
-                        info.interval_s,
-                        info.measure,
-                        info.description,
-                    ],
-                )
-                for table, df in frames.items():
-                    counts[table] = _upsert(con, table, dataset, df)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        info = tables.info
+        with self.transaction() as con:
+            con.execute("DELETE FROM datasets WHERE dataset = ?", [dataset])
+            con.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [dataset, info.synthetic, info.source, info.timezone, info.interval_s, info.measure, info.description],
+            )
+            for table, df in frames.items():
+                counts[table] = _upsert(con, table, dataset, df)
         return counts
 
     def write_frame(self, table: str, df: pd.DataFrame, dataset: str | None = None) -> int:
         """Upsert rows into a product table (`forecasts`, `model_runs`) in one transaction."""
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                n = _upsert(con, table, dataset, df)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        return n
+        with self.transaction() as con:
+            return _upsert(con, table, dataset, df)
 
     def drop_dataset(self, dataset: str) -> None:
         """Remove every row of a dataset (all tables), atomically."""
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
+        with self.transaction() as con:
             for table in COLUMNS:
                 if "dataset" in COLUMNS[table]:
                     con.execute(f"DELETE FROM {table} WHERE dataset = ?", [dataset])
-            con.execute("COMMIT")
 
     # ------------------------------------------------------------------ reading
     def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
@@ -213,6 +203,33 @@ class Store:
         return list(self.query(f"SELECT {column} FROM {table} WHERE dataset = ?", [dataset])[column])
 
 
+#: Seconds to keep retrying when another process holds the file's lock; override with TRAFFICCORE_DB_LOCK_WAIT_S.
+LOCK_WAIT_S = 10.0
+
+
+def _connect_retrying(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """`duckdb.connect`, retried with backoff while another process holds the file's lock.
+
+    DuckDB lets one process at a time open a file for writing; the API server, a watcher and the
+    dashboard each open short-lived connections, so a conflict usually clears within milliseconds.
+    After the wait runs out the lock error is raised as it came, naming the process holding it.
+    """
+    import time
+
+    wait = float(os.environ.get("TRAFFICCORE_DB_LOCK_WAIT_S", LOCK_WAIT_S))
+    deadline = time.monotonic() + wait
+    delay = 0.01
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as e:
+            left = deadline - time.monotonic()
+            if "lock" not in str(e).lower() or left <= 0:
+                raise
+            time.sleep(min(delay, left))  # the last try comes when the wait is up, not a backoff step early
+            delay = min(delay * 2, 0.5)
+
+
 def _ddl() -> list[str]:
     """Tables without PRIMARY KEY constraints (see module docstring); keys live in schema.KEYS."""
     out = []
@@ -222,6 +239,15 @@ def _ddl() -> list[str]:
     return out
 
 
+def _add_missing_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Columns added to the schema later are added to an older store's tables (nullable: old rows stay valid)."""
+    have = set(con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall())
+    for table, cols in COLUMNS.items():
+        for c, t in cols.items():
+            if (table, c) not in have:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {c} {t}")
+
+
 def _upsert(con: duckdb.DuckDBPyConnection, table: str, dataset: str | None, df: pd.DataFrame) -> int:
     """Replace rows with the same key, then insert; runs inside the caller's transaction."""
     if df.empty:
@@ -229,6 +255,9 @@ def _upsert(con: duckdb.DuckDBPyConnection, table: str, dataset: str | None, df:
     df = df.copy()
     if "dataset" in COLUMNS[table] and dataset is not None:
         df.insert(0, "dataset", dataset)
+    for c in COLUMNS[table]:  # columns added to the schema later are optional for older writers
+        if c not in df.columns and c not in KEYS[table]:
+            df[c] = None
     df = df[list(COLUMNS[table])]
     con.register("_incoming", df)
     try:

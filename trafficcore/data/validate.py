@@ -115,6 +115,11 @@ def to_numbers(
     return vals
 
 
+#: Timestamps outside these bounds are typos (and would not fit the nanosecond clock of the store).
+EARLIEST = pd.Timestamp("1900-01-01")
+LATEST = pd.Timestamp("2200-01-01")
+
+
 def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | None = None) -> pd.Series:
     """Parse timestamps (ISO by default); the first unparsable cell ends with a DataError."""
     if pd.api.types.is_datetime64_any_dtype(s):
@@ -138,6 +143,11 @@ def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | No
             row=first_row,
             column=column,
         )
+    out_of_range = (ts < EARLIEST) | (ts >= LATEST)
+    if out_of_range.any():
+        i = int(np.flatnonzero(out_of_range.to_numpy())[0])
+        raise DataError(str(path), f"date/time out of range ({EARLIEST.year}-{LATEST.year - 1}): {s.iloc[i]!r}",
+                        row=first_row + i, column=column)
     return ts.astype("datetime64[ns]")
 
 
