@@ -33,7 +33,7 @@ def test_ui_never_imports_streamlit():
 
     code = ("import sys, trafficcore.ui, trafficcore.ui.clock, trafficcore.ui.forecasts, trafficcore.ui.quality, "
             "trafficcore.ui.series, trafficcore.ui.signals, trafficcore.ui.uploads, trafficcore.ui.report, "
-            "trafficcore.ui.models; print('streamlit' in sys.modules)")
+            "trafficcore.ui.models, trafficcore.ui.first_view; print('streamlit' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -124,6 +124,25 @@ def test_model_choices_prefer_saved_models_and_offer_baselines(tmp_path):
     assert keys[0] == "shipped" and "fit:gbt" in keys
     real = {"source": "scats", "synthetic": False}
     assert "shipped" not in [c.key for c in models.choices(store, "scats", real, shipped)]
+
+
+def test_model_choices_put_the_promoted_version_first_and_leave_out_rejected_candidates(tmp_path):
+    from trafficcore.live import registry
+
+    store = Store(tmp_path / "s.duckdb")
+    info = {"source": "trafficcore demo city (synthetic) seed=0", "synthetic": True}
+    folders = {}
+    for name in ("shipped", "a", "b", "c"):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        (folders[name] / "config.json").write_text(json.dumps({"model_class": "lm"}))
+    a = registry.register(store, "demo", "lm", folders["a"], {}, {})
+    b = registry.register(store, "demo", "lm", folders["b"], {}, {}, status="rejected")
+    keys = [c.key for c in models.choices(store, "demo", info, folders["shipped"])]
+    assert keys[:2] == ["shipped", f"run:{a}"] and f"run:{b}" not in keys  # nothing promoted: shipped first
+    c = registry.register(store, "demo", "lm", folders["c"], {}, {}, promote=True)
+    keys = [c_.key for c_ in models.choices(store, "demo", info, folders["shipped"])]
+    assert keys[:3] == [f"run:{c}", "shipped", f"run:{a}"] and f"run:{b}" not in keys
 
 
 def test_fit_note_says_which_days_were_learnt(fitted):

@@ -208,8 +208,8 @@ def forecast_demand(dataset: str, site: str, at: str, model_dir: Path | None, db
     from trafficcore.data.panel import load_panel
     from trafficcore.data.store import Store
     from trafficcore.signal.demand import demand_from_forecast
+    from trafficcore.signal.site import assign_legs
     from trafficcore.ui import models as choose
-    from trafficcore.ui.signals import assign_legs
 
     store = Store(config.db_path(db), read_only=True)
     try:

@@ -1,0 +1,420 @@
+"""Taking live readings in, and re-issuing forecasts for the detectors they touched.
+
+`ingest_observations` is the one way readings enter a live dataset (the HTTP endpoint, the folder
+watcher and replay all call it). Why it is built the way it is:
+
+- **Everything is checked before anything is written.** A batch with one bad cell is refused whole
+  with a `DataError` naming the source, the row and the column, so the sender can fix and resend it
+  without wondering which half arrived.
+- **Idempotent.** A reading is keyed by (detector, interval start); sending it twice stores it once.
+  A whole batch is also recognised by the sha256 of its normalised content in `ingest_log`, so a
+  resent batch (a retry after a timeout, a file dropped twice) writes nothing and says so.
+- **Late data is normal.** A detector that was offline delivers its backlog later; older readings
+  are upserted like any other and counted as `late`, never dropped.
+- **One transaction**: the readings and the log row are committed together, so a crash can neither
+  lose a logged batch nor log a batch that was not stored.
+
+`refresh_forecasts` re-issues forecasts at the newest complete interval with the dataset's current
+model (`trafficcore.live.registry.load_current`). Loading the panel and the model is what costs time,
+so both are cached in-process: a new batch ingested here patches the cached panel in place, and a
+change made by another process (seen through a cheap stamp query) reloads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from trafficcore.data.panel import Panel, load_panel
+from trafficcore.data.schema import FORECAST_COLUMNS
+from trafficcore.data.store import Store
+from trafficcore.data.validate import check_known, check_unique, parse_local_times, to_numbers
+from trafficcore.errors import DataError
+
+REQUIRED = ("detector_id", "ts", "value")
+#: A frame may carry each record's row number (as its sender counts rows) for error messages.
+ROW_COLUMN = "row"
+LIVE_RUN_PREFIX = "live:"
+
+
+@dataclass
+class IngestResult:
+    """What one batch did. `written` counts new or changed readings; `late` those older than the
+    detector's newest stored reading; a `duplicate_batch` was seen before and wrote nothing."""
+
+    batch_id: str
+    dataset: str
+    source: str
+    received: int
+    written: int
+    late: int
+    duplicate_batch: bool
+    detectors: list[str] = field(default_factory=list)
+    first_ts: pd.Timestamp | None = None
+    last_ts: pd.Timestamp | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("first_ts", "last_ts"):
+            d[k] = None if d[k] is None else pd.Timestamp(d[k]).isoformat()
+        return d
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def _remap(err: DataError, rows: np.ndarray) -> DataError:
+    """The same error with its positional row replaced by the sender's row number."""
+    row = None if err.row is None else int(rows[err.row]) if 0 <= err.row < len(rows) else err.row
+    return DataError(err.file, err.message, row=row, column=err.column)
+
+
+def validate_batch(store: Store, dataset: str, frame: pd.DataFrame, source: str = "api",
+                   first_row: int = 1, con=None) -> tuple[pd.DataFrame, dict]:
+    """The batch as clean (detector_id, ts, value) rows without exact repeats, and the dataset's info.
+
+    Rows in messages are `frame[ROW_COLUMN]` where given, else `first_row` for the first record. `con`: an
+    open connection to use (ingest validates and writes over one connection: opening one costs milliseconds).
+    """
+    if con is None:
+        with store.connect() as own:
+            return validate_batch(store, dataset, frame, source, first_row, own)
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(source, f"expected a table of readings, got {type(frame).__name__}")
+    for c in REQUIRED:
+        if c not in frame.columns:
+            raise DataError(source, f"missing required column {c!r}; found {list(frame.columns)}", column=c)
+    extra = [c for c in frame.columns if c not in (*REQUIRED, ROW_COLUMN)]
+    if extra:
+        raise DataError(source, f"unknown column {extra[0]!r}; a reading has {list(REQUIRED)}", column=extra[0])
+    if frame.empty:
+        raise DataError(source, "no readings in the batch")
+    found = con.execute("SELECT * FROM datasets WHERE dataset = ?", [dataset]).df()
+    if found.empty:
+        raise DataError(source, f"unknown dataset {dataset!r}", column="dataset")
+    info = found.iloc[0].to_dict()
+    rows = (frame[ROW_COLUMN].to_numpy(dtype=np.int64) if ROW_COLUMN in frame.columns
+            else first_row + np.arange(len(frame), dtype=np.int64))
+    df = frame[list(REQUIRED)].reset_index(drop=True)
+    try:
+        ids = df["detector_id"].astype("string").str.strip().fillna("")
+        blank = (ids == "").to_numpy()
+        if blank.any():
+            raise DataError(source, "detector_id is missing", row=int(np.flatnonzero(blank)[0]), column="detector_id")
+        known = {r[0] for r in con.execute("SELECT detector_id FROM detectors WHERE dataset = ?", [dataset]).fetchall()}
+        check_known(ids, known, source, "detector_id", 0)
+        ts = parse_local_times(df["ts"], source, "ts", 0)
+        value = to_numbers(df["value"], source, "value", 0, non_negative=True)
+        clean = pd.DataFrame({"detector_id": ids.astype(object), "ts": ts, "value": value.astype(float)})
+        _check_grid(con, dataset, clean, int(info["interval_s"]), source)
+        _check_window(con, dataset, clean, source)
+        clean = check_unique(clean, ["detector_id", "ts"], "value", source, 0)
+    except DataError as e:
+        raise _remap(e, rows) from None
+    return clean.reset_index(drop=True), info
+
+
+def _check_grid(con, dataset: str, df: pd.DataFrame, interval_s: int, source: str) -> None:
+    """Every ts starts an interval of the dataset's grid: anchored at its first stored reading, else midnight."""
+    anchor = con.execute("SELECT min(ts) FROM observations WHERE dataset = ?", [dataset]).fetchone()[0]
+    base = pd.Timestamp(anchor).value if pd.notna(anchor) else 0
+    step = interval_s * 1_000_000_000
+    off = (df["ts"].to_numpy().astype("datetime64[ns]").astype(np.int64) - base) % step != 0
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise DataError(source, f"{df['ts'].iloc[i]} is not the start of a {interval_s} s interval of "
+                                f"dataset {dataset!r}", row=i, column="ts")
+
+
+#: How far before the first or after the newest stored reading a new reading may lie.
+MAX_READING_GAP = pd.Timedelta(days=7)
+
+
+def _check_window(con, dataset: str, df: pd.DataFrame, source: str) -> None:
+    """Refuse readings far outside the stored range.
+
+    Why: the panel every model reads is dense from the first to the newest reading, so one reading
+    stamped years away (a typo, a unit mix-up, a hostile client) would make every later panel load
+    allocate years of empty intervals and take the server and the dashboard down. Backfill further
+    back is an import (`trafficcore import long`), not a live reading.
+    """
+    lo, hi = con.execute("SELECT min(ts), max(ts) FROM observations WHERE dataset = ?", [dataset]).fetchone()
+    if lo is None or pd.isna(lo):
+        return
+    lo, hi = pd.Timestamp(lo), pd.Timestamp(hi)
+    bad = ((df["ts"] < lo - MAX_READING_GAP) | (df["ts"] > hi + MAX_READING_GAP)).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(source, f"{df['ts'].iloc[i]} is more than {MAX_READING_GAP.days} days outside the stored "
+                                f"readings of {dataset!r} ({lo} .. {hi})", row=i, column="ts")
+
+
+def batch_id(df: pd.DataFrame) -> str:
+    """sha256 of the batch's readings sorted by key: the same readings in any order give the same id."""
+    s = df.sort_values(["detector_id", "ts"], kind="stable")
+    h = hashlib.sha256()
+    h.update("\x1f".join(s["detector_id"].astype(str)).encode())
+    h.update(s["ts"].to_numpy().astype("datetime64[ns]").astype(np.int64).tobytes())
+    h.update((s["value"].to_numpy(dtype=np.float64) + 0.0).tobytes())  # + 0.0 turns -0.0 into 0.0
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- writing
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def write_lock(store: Store) -> threading.Lock:
+    """One writer at a time per store file within this process (DuckDB would abort one of two conflicting
+    transactions; a server's threads queue here instead)."""
+    key = str(store.path.resolve())
+    with _LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
+def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source: str = "api",
+                        first_row: int = 1) -> IngestResult:
+    """Validate a batch of readings (detector_id, ts, value) and upsert it in one transaction.
+
+    Raises `DataError` (source, row, column) and writes nothing when any reading is bad. See the
+    module docstring for idempotency and late data.
+    """
+    with write_lock(store), store.connect() as con:
+        clean, _ = validate_batch(store, dataset, frame, source, first_row, con)
+        bid = batch_id(clean)
+        result = IngestResult(
+            batch_id=bid, dataset=dataset, source=source, received=len(frame), written=0, late=0,
+            duplicate_batch=False, detectors=sorted(clean["detector_id"].unique().tolist()),
+            first_ts=pd.Timestamp(clean["ts"].min()), last_ts=pd.Timestamp(clean["ts"].max()),
+        )
+        con.execute("BEGIN TRANSACTION")
+        try:
+            seen = con.execute("SELECT 1 FROM ingest_log WHERE dataset = ? AND batch_id = ?", [dataset, bid]).fetchone()
+            if seen:
+                con.execute("ROLLBACK")
+                result.duplicate_batch = True
+                return result
+            con.register("_incoming", clean)
+            changed = con.execute(
+                """SELECT i.detector_id, i.ts, i.value, (i.ts < m.newest) AS late, o.value IS NOT NULL AS existed
+                   FROM _incoming i
+                   LEFT JOIN observations o ON o.dataset = $1 AND o.detector_id = i.detector_id AND o.ts = i.ts
+                   LEFT JOIN (SELECT detector_id, max(ts) AS newest FROM observations
+                              WHERE dataset = $1 AND detector_id IN (SELECT detector_id FROM _incoming)
+                              GROUP BY detector_id) m ON m.detector_id = i.detector_id
+                   WHERE o.value IS NULL OR o.value <> i.value""",
+                [dataset],
+            ).df()
+            con.unregister("_incoming")
+            if len(changed):
+                con.register("_changed", changed)
+                if changed["existed"].any():  # new readings (the usual live case) need no delete
+                    con.execute(
+                        """DELETE FROM observations t WHERE t.dataset = ? AND EXISTS
+                           (SELECT 1 FROM _changed c WHERE c.existed AND c.detector_id = t.detector_id
+                                                        AND c.ts = t.ts)""",
+                        [dataset],
+                    )
+                con.execute("INSERT INTO observations (dataset, detector_id, ts, value) "
+                            "SELECT ?, detector_id, ts, value FROM _changed", [dataset])
+                con.unregister("_changed")
+            con.execute(
+                "INSERT INTO ingest_log (dataset, batch_id, source, received_at, rows, first_ts, last_ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [dataset, bid, source, datetime.now(UTC).replace(tzinfo=None), len(clean),
+                 result.first_ts.to_pydatetime(), result.last_ts.to_pydatetime()],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        if len(changed):
+            _LIVE.patch(store, dataset, changed[["detector_id", "ts", "value"]], con)
+    result.written = len(changed)
+    result.late = int(changed["late"].fillna(False).astype(bool).sum()) if len(changed) else 0
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- live cache
+@dataclass
+class _Entry:
+    panel: Panel | None = None
+    stamp: tuple | None = None
+
+
+class LiveCache:
+    """Per (store file, dataset): the panel, kept fresh cheaply (see module docstring)."""
+
+    def __init__(self):
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._lock = threading.RLock()
+
+    def _entry(self, store: Store, dataset: str) -> _Entry:
+        return self._entries.setdefault((str(store.path.resolve()), dataset), _Entry())
+
+    @staticmethod
+    def _stamp(store: Store, dataset: str, con=None) -> tuple:
+        if con is None:
+            with store.connect() as own:
+                return LiveCache._stamp(store, dataset, own)
+        row = con.execute(
+            """SELECT (SELECT count(*) FROM observations WHERE dataset = $1) AS n,
+                      (SELECT max(ts) FROM observations WHERE dataset = $1) AS newest,
+                      (SELECT count(*) FROM ingest_log WHERE dataset = $1) AS batches,
+                      (SELECT count(*) FROM detectors WHERE dataset = $1) AS detectors""",
+            [dataset],
+        ).df().iloc[0]
+        return tuple(row.tolist())
+
+    def panel(self, store: Store, dataset: str) -> Panel:
+        """The dataset's panel, reloaded only when the store changed behind this process's back."""
+        with self._lock:
+            e = self._entry(store, dataset)
+            stamp = self._stamp(store, dataset)
+            if e.panel is None or e.stamp != stamp:
+                e.panel, e.stamp = load_panel(store, dataset), stamp
+            return e.panel
+
+    def patch(self, store: Store, dataset: str, rows: pd.DataFrame, con=None) -> None:
+        """Write freshly ingested readings into the cached panel (or drop it when they do not fit)."""
+        with self._lock:
+            e = self._entries.get((str(store.path.resolve()), dataset))
+            if e is None or e.panel is None:
+                return
+            patched = _patched(e.panel, rows)
+            if patched is None:
+                e.panel = e.stamp = None
+            else:
+                e.panel, e.stamp = patched, self._stamp(store, dataset, con)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _patched(panel: Panel, rows: pd.DataFrame) -> Panel | None:
+    """A panel with `rows` written in (grown at the end if needed); None when a reload is simpler."""
+    if not len(panel.times):
+        return None
+    cols = panel.detectors["detector_id"].tolist()
+    index = {d: i for i, d in enumerate(cols)}
+    c = rows["detector_id"].map(index)
+    if c.isna().any():
+        return None
+    step = panel.interval.value
+    r = (rows["ts"].to_numpy().astype("datetime64[ns]").astype(np.int64) - panel.times[0].value) // step
+    if (r < 0).any():
+        return None
+    values, times = panel.values, panel.times
+    need = int(r.max()) + 1
+    if need > len(times):
+        values = np.vstack([values, np.full((need - len(times), values.shape[1]), np.nan, np.float32)])
+        times = pd.date_range(times[0], periods=need, freq=panel.interval)
+    else:
+        values = values.copy()
+    values[r, c.to_numpy(dtype=np.int64)] = rows["value"].to_numpy(dtype=np.float32)
+    out = Panel(dataset=panel.dataset, info=panel.info, times=times, detectors=panel.detectors, values=values,
+                sites=panel.sites, events=panel.events, weather=panel.weather, adjacency=panel.adjacency)
+    out._neighbours = panel._neighbours  # depends on detectors only
+    return out
+
+
+_LIVE = LiveCache()
+
+
+def live_panel(store: Store, dataset: str) -> Panel:
+    """The cached, up-to-date panel of a dataset (shared by forecasts and alerts)."""
+    return _LIVE.panel(store, dataset)
+
+
+def live_model(store: Store, dataset: str) -> tuple[object, dict]:
+    """The dataset's current forecaster and its registry info (`registry.load_current`, which caches loaded
+    models by folder and file version, and refits its fallback baseline once a day of readings)."""
+    from trafficcore.live.registry import load_current
+
+    return load_current(store, dataset)
+
+
+# ----------------------------------------------------------------------------------------------- forecasts
+def run_id_for(model, info: dict) -> str:
+    """`live:<model-name>`: one run per model, so a promoted model's forecasts are told apart."""
+    name = info.get("run_id") or info.get("model") or getattr(model, "name", "model")
+    return f"{LIVE_RUN_PREFIX}{name}"
+
+
+def issue_time(panel: Panel, detector_ids: list[str] | None = None, at=None) -> pd.Timestamp:
+    """The newest complete interval's end: one interval after the newest reading of the detectors
+    (or `at`, floored onto the grid, when earlier)."""
+    cols = slice(None) if not detector_ids else [panel.column(d) for d in detector_ids]
+    seen = np.isfinite(panel.values[:, cols]).reshape(len(panel.times), -1).any(axis=1)
+    if not seen.any():
+        raise DataError(panel.dataset, "no readings yet for the detectors to forecast from", column="detector_id")
+    newest = panel.times[int(np.flatnonzero(seen)[-1])] + panel.interval
+    if at is None:
+        return newest
+    at = pd.Timestamp(at)
+    floored = panel.times[0] + ((at - panel.times[0]) // panel.interval) * panel.interval
+    return min(floored, newest)
+
+
+def refresh_forecasts(store: Store, dataset: str, detector_ids=None, at=None) -> pd.DataFrame:
+    """Re-issue forecasts for `detector_ids` (all when None or empty) at the newest complete interval,
+    write them to `forecasts` under run `live:<model>`, and return the Forecast frame (with run_id)."""
+    from trafficcore.data.windows import build_samples
+    from trafficcore.models.base import forecast_frame
+
+    model, info = live_model(store, dataset)
+    panel = live_panel(store, dataset)
+    ids = list(dict.fromkeys(detector_ids)) if detector_ids is not None and len(detector_ids) else None
+    issued = issue_time(panel, ids, at)
+    row = panel.index_of(issued)
+    if row < model.spec.history_steps:
+        raise DataError(dataset, f"too little history before {issued} to forecast "
+                                 f"({model.spec.history_steps} intervals needed)", column="ts")
+    dets = None if ids is None else np.array([panel.column(d) for d in ids], dtype=np.int64)
+    samples = build_samples(panel, np.array([row]), dets, model.spec)
+    fc = forecast_frame(panel, samples, model.predict_samples(panel, samples))
+    run_id = run_id_for(model, info)
+    out = fc[FORECAST_COLUMNS].copy()
+    out.insert(0, "run_id", run_id)
+    with write_lock(store):
+        store.write_frame("forecasts", out, dataset)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- for pages and the API
+def latest_forecasts(store: Store, dataset: str) -> pd.DataFrame:
+    """The newest live forecasts of every detector (its most recent issue time), with site_id; sorted."""
+    return store.query(
+        """SELECT f.run_id, f.detector_id, d.site_id, f.issued_at, f.target_ts, f.horizon_min, f.p10, f.p50, f.p90
+           FROM forecasts f LEFT JOIN detectors d ON d.dataset = f.dataset AND d.detector_id = f.detector_id
+           WHERE f.dataset = ? AND f.run_id LIKE 'live:%'
+           QUALIFY row_number() OVER (PARTITION BY f.detector_id, f.horizon_min
+                                      ORDER BY f.issued_at DESC, f.run_id DESC) = 1
+                   AND f.issued_at = max(f.issued_at) OVER (PARTITION BY f.detector_id)
+           ORDER BY d.site_id, f.detector_id, f.horizon_min""",
+        [dataset],
+    )
+
+
+def live_status(store: Store, dataset: str) -> dict:
+    """What the live side knows: newest reading, batches taken in, the last one, newest live forecast."""
+    row = store.query(
+        """SELECT (SELECT max(ts) FROM observations WHERE dataset = $1) AS newest_reading,
+                  (SELECT count(*) FROM ingest_log WHERE dataset = $1) AS batches,
+                  (SELECT max(received_at) FROM ingest_log WHERE dataset = $1) AS last_batch_at,
+                  (SELECT arg_max(source, received_at) FROM ingest_log WHERE dataset = $1) AS last_batch_source,
+                  (SELECT arg_max(rows, received_at) FROM ingest_log WHERE dataset = $1) AS last_batch_rows,
+                  (SELECT max(issued_at) FROM forecasts WHERE dataset = $1 AND run_id LIKE 'live:%') AS last_issue,
+                  (SELECT arg_max(run_id, issued_at) FROM forecasts WHERE dataset = $1 AND run_id LIKE 'live:%')
+                      AS live_run""",
+        [dataset],
+    ).iloc[0].to_dict()
+    out = {}
+    for k, v in row.items():
+        out[k] = None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
+    out["batches"] = int(out["batches"] or 0)
+    return out

@@ -1,0 +1,369 @@
+"""Continual fine-tuning: bring the current language model up to date with the readings that came after it.
+
+`trafficcore update --dataset NAME` does, in order:
+
+1. takes the current LM (the promoted version, or `--model DIR`) and reads from its checkpoint how far
+   its data went (`train_end` in config.json: the newest reading its fit or model selection looked at);
+2. splits what came after into fine-tuning days, a validation slice (the last of those days, for early
+   stopping) and the held-out newest day(s), which only the final comparison sees;
+3. fine-tunes a copy from the current weights with the project's training loop
+   (`trafficcore.training.loop.train`, the same engine as `trafficcore train`) on samples from the new
+   days mixed with replayed samples from older days (`--replay-ratio`, against catastrophic forgetting);
+   early stopping scores the starting weights too, so on validation the copy never ends worse than it
+   began;
+4. scores current and candidate on the held-out day(s) (MAE per horizon) and on the newest old day(s),
+   which replay does not draw from (forgetting);
+5. registers both and promotes the candidate only if its held-out MAE (pooled over horizons) is lower.
+
+What is trained. The detector scalers stay those of the original fit (the weights were learnt in their
+units). When the saved transformer head is exactly zero (phase 2 of the original fit did not beat the
+numeric skip path, see `trafficcore.models.lm`) only the skip path is fine-tuned, at thousands of samples
+per second; otherwise every trainable tensor is (adapters, projections, head, skip path). The P10/P90
+band is re-calibrated on the validation slice of new data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trafficcore.data.panel import Panel
+from trafficcore.data.store import Store
+from trafficcore.errors import TrafficCoreError
+from trafficcore.live import registry
+
+
+class UpdateError(TrafficCoreError):
+    """An update that cannot run as asked (no current model, no new data, ...)."""
+
+
+@dataclass
+class Windows:
+    """Issue rows of each period (indices into panel.times) and the periods themselves, for the report."""
+
+    train: np.ndarray
+    val: np.ndarray
+    holdout: np.ndarray
+    older: np.ndarray
+    replay_pool: np.ndarray
+    periods: dict = field(default_factory=dict)
+
+
+@dataclass
+class UpdateResult:
+    current_run_id: str | None
+    candidate_run_id: str
+    candidate_path: str
+    promoted: bool
+    status: str  # promoted | candidate (better, but --no-promote) | rejected (not better)
+    evaluation: dict  # {"holdout": {"current": {...}, "candidate": {...}}, "older": {...}}
+    periods: dict
+    finetune: dict
+    timings: dict
+
+
+# ------------------------------------------------------------------------------ data windows
+def rows_between(panel: Panel, start, end, spec) -> np.ndarray:
+    """Issue rows whose every target lies in [start, end) and that have full history before them."""
+    hmax = int(spec.horizon_steps(panel.interval).max())
+    times = panel.times
+    rows = np.arange(len(times))
+    last_target = times + (hmax - 1) * panel.interval
+    ok = (times >= pd.Timestamp(start)) & (last_target < pd.Timestamp(end)) & (rows >= spec.history_steps)
+    return rows[np.asarray(ok)]
+
+
+def split_windows(panel: Panel, spec, train_end, holdout_days: int = 1) -> Windows:
+    """New-data windows after `train_end` (fine-tune, validation, held-out newest days) and old-data windows
+    (forgetting check: the newest `holdout_days` old days; replay: everything older)."""
+    if holdout_days < 1:
+        raise UpdateError("--holdout-days must be at least 1")
+    step = panel.interval
+    train_end = pd.Timestamp(train_end)
+    first_new = train_end + step
+    data_end = panel.times[-1] + step
+    hold_start = panel.times[-1].normalize() - pd.Timedelta(days=holdout_days - 1)
+    if first_new >= data_end:
+        raise UpdateError(f"no new readings: the model has seen data up to {train_end} and the newest reading is "
+                          f"{panel.times[-1]}")
+    if hold_start <= first_new:
+        raise UpdateError(f"too little new data: readings after {train_end} end at {panel.times[-1]}, which leaves "
+                          f"nothing before the {holdout_days} held-out day(s) from {hold_start.date()} to fine-tune on")
+    new_days = pd.date_range(first_new.normalize(), hold_start - pd.Timedelta(days=1), freq="D")
+    if len(new_days) >= 2:  # the last whole new day validates; a partial first day still trains
+        val_start = new_days[-1]
+    else:  # one (partial) day: its last fifth validates
+        val_start = first_new + (hold_start - first_new) * 0.8
+        val_start = first_new + math.floor((val_start - first_new) / step) * step
+    older_start = max(panel.times[0], train_end.normalize() - pd.Timedelta(days=holdout_days - 1))
+    if older_start > train_end:
+        older_start = panel.times[0]
+    w = Windows(
+        train=rows_between(panel, first_new, val_start, spec),
+        val=rows_between(panel, val_start, hold_start, spec),
+        holdout=rows_between(panel, hold_start, data_end, spec),
+        older=rows_between(panel, older_start, first_new, spec),
+        replay_pool=rows_between(panel, panel.times[0], older_start, spec),
+    )
+    w.periods = {
+        "seen_until": str(train_end), "fine_tune": [str(first_new), str(val_start - step)],
+        "validation": [str(val_start), str(hold_start - step)], "holdout": [str(hold_start), str(panel.times[-1])],
+        "older": [str(older_start), str(train_end)], "replay": [str(panel.times[0]), str(older_start - step)],
+    }
+    for name in ("train", "val", "holdout"):
+        if getattr(w, name).size == 0:
+            raise UpdateError(f"the {name} window {w.periods[_PERIOD[name]]} has no usable issue times "
+                              f"(each needs {spec.history_steps} intervals of history and all horizons inside it)")
+    return w
+
+
+_PERIOD = {"train": "fine_tune", "val": "validation", "holdout": "holdout"}
+
+
+def replay_rows(w: Windows, ratio: float, seed: int) -> np.ndarray:
+    """Old issue rows drawn at random so that they make up `ratio` of the fine-tuning rows."""
+    if not 0 <= ratio < 1:
+        raise UpdateError(f"--replay-ratio must be in [0, 1), not {ratio}")
+    n = int(round(len(w.train) * ratio / (1 - ratio)))
+    n = min(n, len(w.replay_pool))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(w.replay_pool, n, replace=False))
+
+
+# ------------------------------------------------------------------------------ fine-tuning
+def finetune(model, panel: Panel, train_rows: np.ndarray, val_rows: np.ndarray, steps: int, lr: float,
+             seed: int = 0, progress: bool = True, max_minutes: float | None = None) -> dict:
+    """Fine-tune a loaded `LMForecaster` in place from its current weights (training loop of the project,
+    early stopping on `val_rows` with the starting weights scored first); returns a summary."""
+    import torch
+
+    from trafficcore.data.windows import build_samples
+    from trafficcore.models.lm import _calibrate, _metrics, _Task
+    from trafficcore.training import checkpoint
+    from trafficcore.training.loop import TrainConfig, cpu_threads, seed_everything, train
+
+    t0 = time.perf_counter()
+    seed_everything(seed)
+    m, net = model, model.net
+    device = next(net.parameters()).device
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(device))
+    skip_only = net.encoder is None or (net.skip is not None and net.head_is_zero())
+    nb = m._neighbours(panel)
+    tr = build_samples(panel, train_rows, spec=m.spec, neighbour_idx=nb)
+    tr = tr.subset(np.isfinite(tr.targets).any(axis=1))
+    batch = m.cfg.skip_pretrain_batch if skip_only else m.train_cfg.batch_size
+    budget = max(1, steps) * batch
+    if not skip_only and len(tr) > budget:  # tokenising costs; the loop sees at most steps x batch samples
+        tr = tr.subset(np.sort(np.random.default_rng(seed).choice(len(tr), budget, replace=False)))
+    if skip_only:  # scoring the skip path is cheap: early-stop and calibrate on every validation sample (less noise)
+        va = build_samples(panel, val_rows, spec=m.spec, neighbour_idx=nb)
+        va = va.subset(np.isfinite(va.targets).any(axis=1))
+    else:
+        va = m.validation_samples(panel, val_rows)
+    p_tr = m.prepare(panel, tr, numeric_only=skip_only)
+    p_va = m.prepare(panel, va, numeric_only=skip_only)
+    p_stop = p_va if skip_only else p_va.head(m.cfg.max_eval_samples)
+    flags = {n: p.requires_grad for n, p in net.named_parameters()}
+    old_scale = net.skip_lr_scale
+    result = None
+    try:
+        if skip_only:
+            net.skip_only = True
+            for n, p in net.named_parameters():
+                p.requires_grad_(n.startswith("skip."))
+        else:
+            net.skip_lr_scale = 1.0
+            for n, p in net.named_parameters():
+                p.requires_grad_(flags[n] or n.startswith("skip."))
+        if steps > 0:
+            tc = TrainConfig(lr=lr, encoder_lr=lr / 2, weight_decay=m.train_cfg.weight_decay, warmup_frac=0.05,
+                             schedule="cosine", max_steps=steps, batch_size=batch, eval_every=max(1, steps // 6),
+                             patience=3, eval_at_start=True, seed=seed, device=str(device.type), progress=progress,
+                             clip_grad=m.train_cfg.clip_grad, max_minutes=max_minutes)
+            result = train(net, _Task(m, p_tr, p_stop, seed), tc, device)
+    finally:
+        net.skip_only = False
+        net.skip_lr_scale = old_scale
+        for n, p in net.named_parameters():
+            p.requires_grad_(flags[n])
+    net.eval()
+    m._infer = None
+    q = m._predict_prepared(p_va, device, calibrated=False)
+    if m.cfg.calibrate:
+        m.interval_scale = _calibrate(q, p_va.targets)
+    hmax = int(m.spec.horizon_steps(panel.interval).max())
+    read = np.unique((np.concatenate([train_rows, val_rows])[:, None]
+                      + np.arange(-m.spec.history_steps, hmax)[None, :]).ravel())
+    m.fingerprint = checkpoint.data_fingerprint(panel.values[read], panel.times[read],
+                                                panel.detectors["detector_id"], panel.dataset)
+    m.train_end = str(panel.times[int(read.max())])
+    summary = {
+        "trained": "skip path only (transformer head is zero)" if skip_only else "all trainable tensors",
+        "train_samples": len(p_tr), "val_samples": len(p_va), "batch_size": batch, "lr": lr,
+        "steps": 0 if result is None else result.steps, "best_step": 0 if result is None else result.best_step,
+        "stopped": "no steps" if result is None else result.stopped,
+        "best_val_mae": None if result is None else result.best_val_mae,
+        "history": [] if result is None else result.history, "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    m.metrics = {**{k: v for k, v in m.metrics.items() if k in ("val",)},
+                 "val_after_update": _metrics(m._apply_intervals(q), p_va.targets, m.spec.horizons_min),
+                 "update": summary}
+    return summary
+
+
+# ------------------------------------------------------------------------------ evaluation
+def evaluate(model, panel: Panel, rows: np.ndarray, max_samples: int | None = None, seed: int = 0) -> dict:
+    """MAE per horizon, pooled MAE and P10-P90 coverage over every detector at the given issue rows."""
+    from trafficcore.data.windows import build_samples
+
+    s = build_samples(panel, rows, spec=model.spec, neighbour_idx=model._neighbours(panel))
+    s = s.subset(np.isfinite(s.targets).any(axis=1))
+    if max_samples is not None and len(s) > max_samples:
+        s = s.subset(np.sort(np.random.default_rng(seed).choice(len(s), max_samples, replace=False)))
+    q = model.predict_samples(panel, s)
+    y = s.targets
+    ok = np.isfinite(y)
+    err = np.abs(q[..., 1] - y)
+    out = {"mae": float(err[ok].mean()), "n_samples": len(s),
+           "coverage_p10_p90": float(((y >= q[..., 0]) & (y <= q[..., 2]))[ok].mean()), "horizons": {}}
+    for j, h in enumerate(model.spec.horizons_min):
+        k = ok[:, j]
+        out["horizons"][str(h)] = float(err[k, j].mean()) if k.any() else None
+    return out
+
+
+# ------------------------------------------------------------------------------ the command's work
+def model_dir_for(store: Store, dataset: str, run_id: str) -> Path:
+    """Where a registered candidate is saved: `<db folder>/models/<dataset>/<run_id>/`."""
+    return Path(store.path).resolve().parent / "models" / dataset / run_id
+
+
+def current_lm(store: Store, dataset: str, model_dir: str | Path | None) -> tuple[Path, dict | None]:
+    """The model to update: `--model DIR`, else the promoted version (an LM), else a clear error."""
+    if model_dir is not None:
+        p = Path(model_dir)
+        if not (p / "config.json").exists():
+            raise UpdateError(f"--model {p} is not a saved model folder (config.json is missing)")
+        known = registry.runs(store, dataset)
+        hit = known[known["path"] == str(p.resolve())]
+        return p, (registry.get(store, hit["run_id"].iloc[0]) if len(hit) else None)
+    cur = registry.promoted(store, dataset)
+    if cur is None:
+        raise UpdateError(f"dataset {dataset!r} has no promoted model; promote one "
+                          f"(`trafficcore models promote RUN_ID`, see `trafficcore models list --dataset {dataset}`) "
+                          "or pass --model DIR")
+    return Path(cur["path"]), cur
+
+
+def run_update(store: Store, dataset: str, model_dir: str | Path | None = None, steps: int = 300,
+               replay_ratio: float = 0.5, holdout_days: int = 1, out: str | Path | None = None,
+               promote: bool = True, lr: float = 5e-4, since: str | None = None, seed: int = 0,
+               max_eval_samples: int | None = None, progress: bool = True, echo=print) -> UpdateResult:
+    """The whole update (see the module docstring); `echo` receives progress lines."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    from trafficcore.data.panel import load_panel
+    from trafficcore.models.lm import LMForecaster
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    path, cur_row = current_lm(store, dataset, model_dir)
+    cfg = json.loads((path / "config.json").read_text())
+    if cfg.get("model_class") != "lm":
+        raise UpdateError(f"{path} holds a {cfg.get('model_class')!r} model, not a language model: `update` "
+                          "fine-tunes language models (pass --model DIR, or promote one)")
+    train_end = since or cfg.get("train_end") or (cur_row or {}).get("train_end")
+    if train_end is None:
+        raise UpdateError(f"{path} does not record the end of its training data (saved before train_end was kept); "
+                          "pass --since TIMESTAMP (the newest reading it was trained or validated on)")
+    panel = load_panel(store, dataset)
+    current = LMForecaster.load(path)
+    candidate = LMForecaster.load(path)  # an independent copy, fine-tuned from the same weights
+    timings["load_s"] = time.perf_counter() - t
+    w = split_windows(panel, current.spec, train_end, holdout_days)
+    rep = replay_rows(w, replay_ratio, seed)
+    echo(f"current model {path} ({cur_row['run_id'] if cur_row else 'not registered'}), data seen until {train_end}")
+    echo(f"fine-tune {w.periods['fine_tune'][0]} .. {w.periods['fine_tune'][1]} ({len(w.train)} issue times) "
+         f"+ {len(rep)} replayed from {w.periods['replay'][0]} .. {w.periods['replay'][1]}; "
+         f"validation {w.periods['validation'][0]} .. {w.periods['validation'][1]}; "
+         f"held out {w.periods['holdout'][0]} .. {w.periods['holdout'][1]}")
+    t = time.perf_counter()
+    ft = finetune(candidate, panel, np.concatenate([w.train, rep]), w.val, steps, lr, seed=seed, progress=progress)
+    ft["replay_ratio"], ft["replayed_issue_times"], ft["new_issue_times"] = replay_ratio, len(rep), len(w.train)
+    timings["finetune_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    evaluation: dict = {"holdout": {}, "older": {}}
+    jobs = [(win, name, m) for win in ("holdout", "older") for name, m in (("current", current),
+                                                                          ("candidate", candidate))]
+    for win, name, m in tqdm(jobs, desc="evaluate", disable=not progress, dynamic_ncols=True):
+        evaluation[win][name] = evaluate(m, panel, getattr(w, win), max_eval_samples, seed)
+    timings["evaluate_s"] = time.perf_counter() - t
+    better = evaluation["holdout"]["candidate"]["mae"] < evaluation["holdout"]["current"]["mae"]
+    do_promote = promote and better
+    now_promoted = registry.promoted(store, dataset)
+    if do_promote and cur_row is not None and cur_row["promoted"] and (now_promoted or {}).get("run_id") != cur_row[
+            "run_id"]:  # someone promoted another version meanwhile: theirs stands, ours waits for a person
+        echo(f"the promoted version changed during the update (now {(now_promoted or {}).get('run_id')}); "
+             "the candidate is registered but not promoted")
+        do_promote = False
+    # register: the current model if it is not yet, then the candidate (promoted in the same transaction)
+    cur_id = cur_row["run_id"] if cur_row else registry.register(
+        store, dataset, "lm", path, cfg.get("metrics", {}), cfg, status="registered")
+    stamp = pd.Timestamp.now()
+    run_id = f"update-{dataset}-{stamp:%Y%m%dT%H%M%S}-{np.random.default_rng().integers(16**6):06x}"
+    dest = Path(out) if out is not None else model_dir_for(store, dataset, run_id)
+    candidate.save(dest)
+    ccfg = json.loads((dest / "config.json").read_text())
+    metrics = {"evaluation": evaluation, "periods": w.periods, "update": ft,
+               "holdout_mae": evaluation["holdout"]["candidate"]["mae"],
+               "holdout_mae_parent": evaluation["holdout"]["current"]["mae"], "better_than_parent": better}
+    registry.register(store, dataset, "lm", dest, metrics, ccfg, promote=do_promote, parent=cur_id,
+                      train_end=candidate.train_end, status=None if do_promote else ("candidate" if better
+                                                                                      else "rejected"),
+                      run_id=run_id)
+    timings["total_s"] = sum(timings.values())
+    status = "promoted" if do_promote else ("candidate" if better else "rejected")
+    return UpdateResult(cur_id, run_id, str(dest), do_promote, status, evaluation, w.periods, ft,
+                        {k: round(v, 1) for k, v in timings.items()})
+
+
+def report_lines(r: UpdateResult) -> list[str]:
+    """The before/after table (markdown) and the verdict, as the command prints them."""
+    ev = r.evaluation
+    hs = list(ev["holdout"]["current"]["horizons"])
+    lines = ["", "| window | model | " + " | ".join(f"MAE {h} min" for h in hs) + " | MAE all | P10-P90 cov. | n |",
+             "|---|---|" + "---:|" * (len(hs) + 3)]
+    for win, label in (("holdout", f"held out {r.periods['holdout'][0][:10]}..{r.periods['holdout'][1][:10]}"),
+                       ("older", f"older {r.periods['older'][0][:10]}..{r.periods['older'][1][:10]}")):
+        for name in ("current", "candidate"):
+            e = ev[win][name]
+            cells = " | ".join(f"{e['horizons'][h]:.3f}" for h in hs)
+            lines.append(f"| {label} | {name} | {cells} | {e['mae']:.3f} | {e['coverage_p10_p90']:.1%} "
+                         f"| {e['n_samples']} |")
+    d = ev["holdout"]["candidate"]["mae"] - ev["holdout"]["current"]["mae"]
+    f = ev["older"]["candidate"]["mae"] - ev["older"]["current"]["mae"]
+    verdict = {"promoted": "promoted", "candidate": "better, registered but not promoted (--no-promote)",
+               "rejected": "not promoted: its held-out MAE is not lower than the current model's"}[r.status]
+    lines += ["", f"held-out MAE change {d:+.3f} (negative is better); older-window change {f:+.3f} (forgetting "
+              f"if positive); fine-tuned {r.finetune['trained']}: {r.finetune['steps']} steps, best at step "
+              f"{r.finetune['best_step']} ({r.finetune['stopped']})",
+              f"candidate {r.candidate_run_id} saved to {r.candidate_path}: {verdict}",
+              f"wall time: {', '.join(f'{k} {v}' for k, v in r.timings.items())}"]
+    return lines
+
+
+def as_dict(r: UpdateResult) -> dict:
+    """The result as plain JSON-able data (for --json)."""
+    from trafficcore.training.checkpoint import to_jsonable
+
+    return to_jsonable(dataclasses.asdict(r))
