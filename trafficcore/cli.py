@@ -114,6 +114,23 @@ def demo(
     tables = demo_city.generate(seed=seed, weeks=weeks)
     typer.echo(f"generated the demo city (synthetic) in {time.perf_counter() - t0:.1f} s")
     _ingest(db, dataset, tables)
+    _first_view(db, dataset)
+
+
+def _first_view(db: Path | None, dataset: str) -> None:
+    """Store the shipped model's forecasts the dashboard opens on (trafficcore.ui.first_view says why)."""
+    from trafficcore.data.store import Store
+    from trafficcore.ui import first_view
+
+    t0 = time.perf_counter()
+    try:
+        res = first_view.prepare(Store(db), dataset, config.DEMO_MODEL_DIR)
+    except Exception as e:  # noqa: BLE001 - optional: the dashboard then loads the model on its first start
+        typer.echo(f"note: the dashboard's first forecasts were not issued ahead ({type(e).__name__}: {e})", err=True)
+        return
+    if res:
+        typer.echo(f"issued the shipped model's forecasts for the dashboard's first view "
+                   f"({res['issued_at']:%a %d %b %Y %H:%M}, {res['rows']:,} rows) in {time.perf_counter() - t0:.1f} s")
 
 
 @app.command()
@@ -179,14 +196,23 @@ def explain(
 
 def _register_subcommands() -> None:
     """Commands whose code lives with its layer (training, evaluation, signal)."""
+    from trafficcore.api.serve import serve
     from trafficcore.evaluation.cli import benchmark
+    from trafficcore.live.models_cli import models_app, update
+    from trafficcore.live.replay import replay_cmd
+    from trafficcore.live.watch import ingest_cmd
     from trafficcore.signal.cli import app as signal_app
     from trafficcore.training.cli import forecast, train
 
     app.command("train")(train)
     app.command("forecast")(forecast)
     app.command("benchmark")(benchmark)
+    app.command("serve")(serve)
     app.add_typer(signal_app, name="signal")
+    app.command("update")(update)
+    app.add_typer(models_app, name="models")
+    app.command("ingest")(ingest_cmd)
+    app.command("replay")(replay_cmd)
 
 
 _register_subcommands()

@@ -33,3 +33,29 @@ def max_file_bytes() -> int:
     raw = os.environ.get("TRAFFICCORE_MAX_FILE_MB")
     mb = float(raw) if raw else DEFAULT_MAX_FILE_MB
     return int(mb * 1024 * 1024)
+
+
+#: API bearer tokens a deployment may set here instead of the environment (see `api_tokens`); keep secrets out of git.
+API_TOKENS: tuple[str, ...] = ()
+#: Largest request body the API accepts (megabytes); override with TRAFFICCORE_API_MAX_BODY_MB.
+DEFAULT_API_MAX_BODY_MB = 16.0
+
+
+def api_tokens() -> list[str]:
+    """API tokens: TRAFFICCORE_API_TOKENS (comma-separated), else the file TRAFFICCORE_API_TOKENS_FILE (one per
+    line; `#` comments), else `API_TOKENS`. Empty means none configured: `trafficcore serve` then refuses to start."""
+    env = os.environ.get("TRAFFICCORE_API_TOKENS")
+    if env and env.strip():
+        return [t.strip() for t in env.split(",") if t.strip()]
+    file = os.environ.get("TRAFFICCORE_API_TOKENS_FILE")
+    if file:
+        lines = Path(file).read_text(encoding="utf-8").splitlines()
+        return [t.strip() for t in lines if t.strip() and not t.strip().startswith("#")]
+    return list(API_TOKENS)
+
+
+def api_max_body_bytes() -> int:
+    """Request-body limit of the API, from TRAFFICCORE_API_MAX_BODY_MB (megabytes) or the default."""
+    raw = os.environ.get("TRAFFICCORE_API_MAX_BODY_MB")
+    mb = float(raw) if raw else DEFAULT_API_MAX_BODY_MB
+    return int(mb * 1024 * 1024)

@@ -1,0 +1,102 @@
+"""``trafficcore serve``: run the forecast API under uvicorn, on the loopback interface by default.
+
+Why the checks happen here, before uvicorn starts: a server without tokens would either be open
+to anyone who can reach the port or refuse every request, and both are better said once, on the
+console, than discovered by a client. `--insecure-no-auth` opens every route for a local demo and
+is refused on anything but a loopback address.
+
+The store file is held open while requests come (`--hold-store-s` idle seconds, 2 by default):
+opening it costs tens of milliseconds per connection otherwise. Another process that wants the
+file (the dashboard, ``trafficcore ingest``) waits until the server has been idle that long.
+
+Workers: each uvicorn worker is a process with its own model and cache; DuckDB lets one process
+at a time hold the store file, so several workers queue on the file lock (the store retries, and a
+request that still finds it locked gets 503). One worker is the tested configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import typer
+
+from trafficcore import config
+
+_INSECURE_ENV = "TRAFFICCORE_API_INSECURE_NO_AUTH"
+_PRELOAD_ENV = "TRAFFICCORE_API_PRELOAD"
+_HOLD_ENV = "TRAFFICCORE_API_HOLD_STORE_S"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def app_from_env():
+    """uvicorn factory: the app for the store and auth mode `serve` put in the environment."""
+    from trafficcore.api.app import create_app
+
+    app = create_app(config.db_path(), insecure_no_auth=os.environ.get(_INSECURE_ENV) == "1",
+                     hold_store_s=float(os.environ.get(_HOLD_ENV, "2")))
+    if os.environ.get(_PRELOAD_ENV) == "1":
+        cache = app.state.cache
+        for name in cache.datasets():
+            cache.model(name)
+            cache.panel(name)
+    return app
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on (loopback by default)"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    db: Path | None = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/)"),
+    workers: int = typer.Option(1, "--workers", min=1, max=16, help="uvicorn worker processes (1 is tested)"),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="no token needed on any route: local demos only (loopback hosts only)"
+    ),
+    preload: bool = typer.Option(False, "--preload", help="load every dataset's model before serving"),
+    hold_store_s: float = typer.Option(
+        2.0, "--hold-store-s", min=0.0,
+        help="keep the store file open this many idle seconds after a request (faster; other processes wait)",
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+) -> None:
+    """Serve the forecast API (FastAPI + uvicorn); tokens from TRAFFICCORE_API_TOKENS or the config."""
+    import uvicorn
+
+    from trafficcore.api.auth import check_tokens
+
+    try:
+        tokens = check_tokens(config.api_tokens())
+    except (ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if not tokens and not insecure_no_auth:
+        typer.echo("error: no API tokens configured: set TRAFFICCORE_API_TOKENS (comma-separated) or "
+                   "TRAFFICCORE_API_TOKENS_FILE, or pass --insecure-no-auth for a local demo", err=True)
+        raise typer.Exit(2)
+    if insecure_no_auth and not _loopback(host):
+        typer.echo(f"error: --insecure-no-auth is refused on {host}: use a loopback address or configure tokens",
+                   err=True)
+        raise typer.Exit(2)
+    path = config.db_path(db)
+    if not path.exists():
+        typer.echo(f"error: no store at {path} (import data first, e.g. `trafficcore demo --db {path}`)", err=True)
+        raise typer.Exit(2)
+    os.environ["TRAFFICCORE_DB"] = str(path.resolve())
+    os.environ[_INSECURE_ENV] = "1" if insecure_no_auth else "0"
+    os.environ[_PRELOAD_ENV] = "1" if preload else "0"
+    if workers > 1 and hold_store_s > 0:
+        typer.echo("note: --workers > 1: not holding the store open (--hold-store-s 0), so workers can share it")
+        hold_store_s = 0.0
+    os.environ[_HOLD_ENV] = str(hold_store_s)
+    mode = "WITHOUT AUTHENTICATION (--insecure-no-auth)" if insecure_no_auth else f"{len(tokens)} token(s)"
+    typer.echo(f"serving {path} on http://{host}:{port} ({mode}); OpenAPI at /docs and /openapi.json")
+    uvicorn.run("trafficcore.api.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)
