@@ -40,6 +40,7 @@ NAV = {
     "Explore": [
         st.Page(PAGES / "forecast_map.py", title="Forecast map", icon=":material/map:", url_path="map", default=True),
         st.Page(PAGES / "site_detail.py", title="Site detail", icon=":material/show_chart:", url_path="site"),
+        st.Page(PAGES / "live.py", title="Live", icon=":material/sensors:", url_path="live"),
     ],
     "Engineer": [
         st.Page(PAGES / "signal_whatif.py", title="Signal what-if", icon=":material/traffic:", url_path="signal"),
@@ -85,7 +86,8 @@ def sidebar() -> sh.Context | None:
     db = str(config.db_path())
     store = sh.get_store(db)
     qp = _first_run_query()
-    names = store.dataset_names()
+    version = sh.store_version(db)
+    names = sh.get_names(db, version)
     if not names:
         st.sidebar.warning("The store is empty. Run `trafficcore demo` to generate the demo city, "
                            "or import data on the **Import & quality** page.")
@@ -94,7 +96,7 @@ def sidebar() -> sh.Context | None:
         want = qp.get("dataset") if _once("_qp_dataset") else None
         sh.keep("dataset", want if want in names else ("demo" if "demo" in names else names[0]))
     dataset = st.sidebar.selectbox("Dataset", names, **sh.persistent("dataset", None, then=_reset_view))
-    info = store.dataset_info(dataset)
+    info = sh.get_info(db, dataset, version)
     if info.get("synthetic"):
         st.sidebar.caption(":material/science: synthetic data")
     stamp = sh.get_stamp(db, dataset)
@@ -104,7 +106,7 @@ def sidebar() -> sh.Context | None:
         return None
 
     # ---- model
-    options = uim.choices(store, dataset, info, config.DEMO_MODEL_DIR)
+    options = sh.get_choices(db, dataset, info, version)
     keys = [c.key for c in options]
     if sh.kept("model") not in keys:
         sh.keep("model", keys[0])
@@ -146,13 +148,23 @@ def sidebar() -> sh.Context | None:
             sh.keep("horizon", 60)
 
     # ---- model status
-    model, status, answering = None, "", choice
+    model, status, answering, stored = None, "", choice, False
     with st.sidebar.container(border=True):
         st.markdown("**Model in use**")
         try:
             lkey = sh.loader_key(db, dataset, stamp, choice)
             loader = sh.loader_for(lkey)
-            if sh.in_background(choice) and (loader is None or not loader.ready):
+            busy = sh.in_background(choice) and (loader is None or not loader.ready)
+            if busy and sh.has_stored(db, dataset, stamp, choice, issued_at):
+                # this model issued these forecasts ahead (`trafficcore demo`): show them, load the model later
+                stored = True
+                status = (f"{choice.label}: these forecasts were issued by it ahead of time and read from the store; "
+                          "the model itself is loading in the background (other times, explanations).")
+                st.caption(status)
+                st.session_state["_load_soon"] = (db, dataset, stamp, choice)
+                st.session_state.setdefault("_load_soon_at", time.perf_counter() + LOAD_DELAY_S)
+                _refresh_when_loaded(lkey)
+            elif busy:
                 # a slow model is being prepared in the background: answer with the historical average
                 answering = next(c for c in options if c.key == "fit:historical_average")
                 model, note = sh.get_model(db, dataset, stamp, answering)
@@ -171,14 +183,25 @@ def sidebar() -> sh.Context | None:
             st.warning(status)
 
     ctx = sh.Context(db=db, store=store, dataset=dataset, info=info, stamp=stamp, panel=panel, choice=answering,
-                     model=model, model_note=status, issued_at=issued_at, site=site, horizon=int(sh.kept("horizon")))
+                     model=model, model_note=status, issued_at=issued_at, site=site, horizon=int(sh.kept("horizon")),
+                     stored=stored)
     sync_query(ctx)
     return ctx
 
 
+#: Seconds between a session's first view drawn from stored forecasts and the start of the model's
+#: background load: importing torch and transformers takes the CPU the browser needs to draw the map
+#: (software WebGL on a small machine), so the load waits. A page that needs the model itself (an
+#: explanation, a day profile, another issue time) starts it at once.
+LOAD_DELAY_S = 8.0
+
+
 @st.fragment(run_every=1.0)
 def _refresh_when_loaded(key: str) -> None:
-    """Poll the background loader; rerun the whole app once the model is ready."""
+    """Poll the background loader (starting a deferred load when due); rerun the whole app once it is ready."""
+    pending = st.session_state.get("_load_soon")
+    if pending and time.perf_counter() >= st.session_state.get("_load_soon_at", 0.0):
+        sh.start_loading(*st.session_state.pop("_load_soon"))
     loader = sh.loader_for(key)
     if loader is not None and loader.ready:
         st.rerun(scope="app")

@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -20,7 +21,7 @@ import streamlit as st
 from trafficcore import config
 from trafficcore.data.panel import Panel, load_panel
 from trafficcore.data.store import Store
-from trafficcore.ui import SYNTHETIC_LABEL, data_stamp
+from trafficcore.ui import SYNTHETIC_LABEL, data_stamp, first_view
 from trafficcore.ui import forecasts as uif
 from trafficcore.ui import models as uim
 
@@ -36,6 +37,41 @@ FRIENDLY = (
 @st.cache_resource(show_spinner=False)
 def get_store(path: str) -> Store:
     return Store(path)
+
+
+def store_version(path: str) -> tuple:
+    """Size and mtime of the store file and of its write-ahead log: they change whenever anything is written."""
+    out = []
+    for p in (Path(path), Path(f"{path}.wal")):
+        try:
+            stat = p.stat()
+            out.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def get_names(path: str, version: tuple) -> list[str]:
+    """The store's dataset names (cached per store version: one connection less on every run)."""
+    return get_store(path).dataset_names()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def get_info(path: str, dataset: str, version: tuple) -> dict:
+    return get_store(path).dataset_info(dataset)
+
+
+def get_choices(path: str, dataset: str, info: dict, version: tuple) -> list[uim.ModelChoice]:
+    """The model picker's entries (cached per store version and shipped model config)."""
+    cfg = Path(config.DEMO_MODEL_DIR) / "config.json"
+    shipped = (str(cfg), cfg.stat().st_mtime_ns) if cfg.exists() else None
+    return _choices(path, dataset, version, shipped, _info=info)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _choices(path: str, dataset: str, version: tuple, shipped, _info: dict) -> list[uim.ModelChoice]:
+    return uim.choices(get_store(path), dataset, _info, Path(config.DEMO_MODEL_DIR))
 
 
 @st.cache_data(show_spinner=False, ttl=30)
@@ -139,10 +175,30 @@ def neighbours_for(path: str, dataset: str, stamp: str, model) -> object:
     return get_panel(path, dataset, stamp).neighbour_matrix(int(spec.n_neighbours), str(spec.neighbour_method))
 
 
+@st.cache_data(show_spinner=False, ttl=60)
+def stored_times(path: str, dataset: str, stamp: str, model_dir: str) -> tuple[str, ...]:
+    """Issue times at which a saved model's forecasts on this dataset version are in the store."""
+    return tuple(str(t) for t in first_view.stored_times(get_store(path), dataset, stamp, model_dir))
+
+
+def has_stored(path: str, dataset: str, stamp: str, choice: uim.ModelChoice, issued_at) -> bool:
+    """True when the forecasts of `choice` at `issued_at` can be read from the store (see first_view)."""
+    return choice.kind == "saved" and str(pd.Timestamp(issued_at)) in stored_times(path, dataset, stamp,
+                                                                                     str(choice.path))
+
+
 @st.cache_data(show_spinner="Forecasting every detector...", max_entries=48)
 def get_forecast(path: str, dataset: str, stamp: str, _choice: uim.ModelChoice, choice_key: str, issued_at: str):
-    """Forecast frame for all detectors at one issue time, with typical and observed values joined."""
+    """Forecast frame for all detectors at one issue time, with typical and observed values joined.
+
+    Read from the store when the same model issued them on the same data ahead of time
+    (`trafficcore demo` does for the first view), else computed by the model.
+    """
     panel = get_panel(path, dataset, stamp)
+    if has_stored(path, dataset, stamp, _choice, issued_at):
+        stored = first_view.stored_forecast(get_store(path), dataset, stamp, str(_choice.path), issued_at)
+        if stored is not None:
+            return uif.with_context(stored, panel)
     model, _ = get_model(path, dataset, stamp, _choice)
     fc = uim.forecast(model, panel, pd.Timestamp(issued_at), neighbour_idx=neighbours_for(path, dataset, stamp, model))
     return uif.with_context(fc, panel)
@@ -164,6 +220,8 @@ class Context:
     issued_at: pd.Timestamp
     site: str | None
     horizon: int
+    #: the forecasts at `issued_at` are read from the store while the model itself is still loading
+    stored: bool = False
 
     @property
     def synthetic(self) -> bool:
@@ -171,7 +229,7 @@ class Context:
 
     def forecast(self) -> pd.DataFrame:
         """All detectors' forecasts at the sidebar's issue time (cached)."""
-        if self.choice is None or self.model is None:
+        if self.choice is None or (self.model is None and not self.stored):
             raise RuntimeError("no model is available")
         return get_forecast(self.db, self.dataset, self.stamp, self.choice, self.choice.key, str(self.issued_at))
 
@@ -195,10 +253,19 @@ def require_context() -> Context:
 
 
 def require_model(ctx: Context) -> None:
-    if ctx.model is None:
+    """Stop with a clear message when nothing can answer forecasts (stored forecasts count)."""
+    if ctx.model is None and not ctx.stored:
         st.warning("No forecasting model is available for this dataset, so this page cannot show forecasts. "
                    + ctx.model_note, icon=":material/warning:")
         st.stop()
+
+
+def loaded_model(ctx: Context) -> object:
+    """The model itself, for pages that run it (explanations, a day of forecasts): waits while it loads."""
+    if ctx.model is not None:
+        return ctx.model
+    model, _ = get_model(ctx.db, ctx.dataset, ctx.stamp, ctx.choice)
+    return model
 
 
 def synthetic_banner(ctx: Context) -> None:

@@ -87,8 +87,17 @@ st.subheader("Training runs")
 with sh.guarded("training runs"):
     card = ur.shipped_model_card()
     if card:
-        st.markdown("**Shipped demo model** (`data/demo_model`)")
-        st.json(card, expanded=False)
+        facts = " · ".join(f"**{k}** {card[k]}" for k in ("model_class", "preset", "dataset") if card.get(k))
+        st.markdown(f"**Shipped demo model** (`data/demo_model`): {facts}")
+        val = ur.model_card_metrics(card)
+        if not val.empty:
+            st.caption("Validation metrics it recorded when it was trained (its own validation days; a benchmark "
+                       "against the baselines is above once one has been run).")
+            labels = {m: info[0] for m, info in ur.METRIC_INFO.items()}
+            st.dataframe(val.rename(columns={"horizon_min": "horizon (min)", **labels}).round(3), hide_index=True,
+                         width="content", key="rep_card")
+        with st.expander("Full model card (config.json)"):
+            st.json(card, expanded=False)
     if ctx is not None:
         runs = ur.training_runs(ctx.store)
         if runs.empty:

@@ -71,7 +71,7 @@ step_min = int(panel.interval / pd.Timedelta(minutes=1))
 demand = us.site_demand(fc, approaches, step_min)
 first, last = demand["interval_start"].min(), demand["interval_start"].max()
 st.caption(f"Forecast profile of {day:%A %d %b %Y}, {first:%H:%M}-{last + pd.Timedelta(minutes=15):%H:%M}, "
-           f"stitched from forecasts issued every {max(ctx.model.spec.horizons_min)} min.")
+           f"stitched from forecasts issued every {max(sh.loaded_model(ctx).spec.horizons_min)} min.")
 min_intervals = max(1, int(min_hours * 60 / int(demand["interval_min"].iloc[0])))
 try:
     segments, plans, new, cur, saving = plans_for(json.dumps(plan.to_dict(), sort_keys=True), demand, k, quantiles,

@@ -69,7 +69,7 @@ labels = list(dets["label"])
 c1, c2 = st.columns([2, 2])
 approach = c1.selectbox("Approach", labels, key="why_approach")
 detector = dets.loc[dets["label"] == approach, "detector_id"].iloc[0]
-hs = [int(h) for h in ctx.model.spec.horizons_min]
+hs = [int(h) for h in sh.loaded_model(ctx).spec.horizons_min]
 if st.session_state.get("why_h") not in hs:
     st.session_state["why_h"] = min(hs, key=lambda h: abs(h - ctx.horizon))
 horizon = c2.select_slider("Horizon (minutes ahead)", options=hs, key="why_h")
@@ -96,8 +96,9 @@ st.info(escape_markdown(e.summary), icon=":material/lightbulb:")
 all_zero = (features["value"].abs().max() if len(features) else 0) < 1e-6 and not any(abs(v) > 1e-6 for _, v in phrases)
 if all_zero:
     st.warning(f"The model in use ({ctx.choice.label}) does not react to recent readings or to text: its forecast is "
-               "the typical profile, so every attribution is zero. Choose the shipped language model or gradient "
-               "boosting in the sidebar to see reasons.", icon=":material/info:")
+               "the typical profile, so every attribution is zero. To see reasons, choose gradient boosting in the "
+               "sidebar, or a language model (the shipped one on the demo city, or one trained on this dataset with "
+               "`trafficcore train`).", icon=":material/info:")
 
 left, right = st.columns([3, 2])
 with left:

@@ -195,6 +195,22 @@ def test_model_report_without_a_report_says_how_to_make_one(page):
     assert any("trafficcore benchmark" in i.value for i in at.info)
 
 
+def test_model_report_shows_the_shipped_models_own_validation_metrics(page, tmp_path, monkeypatch):
+    from trafficcore import config
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    val = {"15": {"mae": 7.5, "coverage_p10_p90": 0.81, "n": 100}, "60": {"mae": 8.25, "coverage_p10_p90": 0.79}}
+    (folder / "config.json").write_text(json.dumps({"model_class": "lm", "preset": "quick", "dataset": "demo",
+                                                    "metrics": {"val": val, "steps": 450}}))
+    monkeypatch.setattr(config, "DEMO_MODEL_DIR", folder)
+    at = page("model_report")
+    table = frame_with(at, "horizon (min)")
+    assert list(table["horizon (min)"]) == [15, 60]
+    assert list(table["MAE"]) == [7.5, 8.25] and list(table["P10-P90 coverage"]) == [0.81, 0.79]
+    assert any("**preset** quick" in m.value for m in at.markdown)
+
+
 def test_model_report_reads_the_newest_report(page, reports):
     rows = [{"model": m, "horizon_min": h, "mae": mae + h / 60, "rmse": mae * 1.3, "wape": 0.1, "coverage_p10_p90": cov}
             for m, mae, cov in (("persistence", 15.1, 0.7), ("historical_average", 12.1, 0.8), ("gbt", 10.5, 0.79),

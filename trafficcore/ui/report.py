@@ -1,7 +1,8 @@
 """The model report: the newest benchmark JSON (`trafficcore benchmark --json OUT.json`) as tables.
 
 Where reports are looked for, newest first: ``$TRAFFICCORE_REPORTS`` (folders separated by the
-path separator), ``reports/``, ``data/`` and the shipped model's folder. A JSON file counts as a
+path separator) when set, else ``reports/`` and the committed results in ``docs/results/``; then
+``data/`` and the shipped model's folder. A JSON file counts as a
 benchmark report when it has a ``results`` list whose entries carry ``model``, ``horizon_min``
 and ``mae``; anything else found there is ignored, and a report that claims to be one but is
 malformed raises a DataError naming the file.
@@ -36,9 +37,13 @@ BASELINES = ("persistence", "seasonal_naive", "historical_average", "gbt")
 
 
 def report_dirs() -> list[Path]:
+    """Where benchmark reports are looked for: `$TRAFFICCORE_REPORTS` (os.pathsep-separated) when set,
+    else the project's `reports/` and the committed results in `docs/results/`; plus the data folder."""
     env = os.environ.get("TRAFFICCORE_REPORTS", "")
     dirs = [Path(p) for p in env.split(os.pathsep) if p]
-    dirs += [config.PROJECT_ROOT / "reports", config.DATA_DIR, config.DEMO_MODEL_DIR]
+    if not dirs:
+        dirs = [config.PROJECT_ROOT / "reports", config.PROJECT_ROOT / "docs" / "results"]
+    dirs += [config.DATA_DIR, config.DEMO_MODEL_DIR]
     return [d for d in dirs if d.is_dir()]
 
 
@@ -171,3 +176,23 @@ def shipped_model_card(model_dir: Path | None = None) -> dict | None:
     keep = ("model_class", "name", "backbone", "backbone_sha256", "metrics", "dataset", "trained_at", "preset",
             "fine_tune", "spec")
     return {k: cfg[k] for k in keep if k in cfg}
+
+
+def model_card_metrics(card: dict | None) -> pd.DataFrame:
+    """Validation metrics per horizon that a saved model recorded when it was trained (`metrics.val`).
+
+    One row per horizon with the metrics it has (MAE, RMSE, WAPE, P10-P90 coverage, n); empty when
+    the card has none. These are the training run's own validation days, not a benchmark against
+    baselines, and the page says so.
+    """
+    val = ((card or {}).get("metrics") or {}).get("val")
+    rows = []
+    for h, m in (val.items() if isinstance(val, dict) else []):
+        if not isinstance(m, dict) or not str(h).isdigit():
+            continue
+        row = {"horizon_min": int(h)}
+        row.update({k: float(m[k]) for k in (*METRIC_INFO, "n") if isinstance(m.get(k), (int, float))})
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values("horizon_min").reset_index(drop=True)
