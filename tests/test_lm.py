@@ -412,6 +412,19 @@ def test_late_fusion_reads_the_text_and_roundtrips(panel, tmp_path):
     np.testing.assert_allclose(again.predict_samples(panel, s), own, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="frozen"):
         LMForecaster(fusion="late", mode="lora")
+    # early stopping scores event samples drawn from the whole validation period, not only the few that a seeded
+    # subset of it happens to hold (the demo city: 258 of 4,096), so that it can tell a text head from noise
+    rows = sp.test  # the tiny panel's events are here
+    nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
+    whole = build_samples(panel, rows, spec=SPEC, neighbour_idx=nb)
+    fc = FastContext(panel, SPEC)
+    n_whole = int(fc.recent_event_mask(whole.detector_idx, whole.issue_idx).sum())
+    m.cfg.max_val_samples, m.cfg.max_eval_samples = 24, 24
+    small = m.validation_samples(panel, rows)
+    n_small = int(fc.recent_event_mask(small.detector_idx, small.issue_idx).sum())
+    sub = m._eval_subset(panel, small, m.prepare(panel, small), rows)
+    assert len(sub) == 24 and n_small < min(12, n_whole)
+    assert (sub.text_lengths() > 0).sum() >= min(12, n_whole)  # event samples have text; half of the subset
 
 
 # ------------------------------------------------------------------------------ the shipped demo model
@@ -429,9 +442,6 @@ def demo_panel(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the shipped demo model ignores text: early stopping kept a zero transformer "
-                   "head (data/demo_model/README.md); strict: a shipped model that reads notes makes this XPASS fail "
-                   "until the marker is removed")
 def test_demo_model_scenario_note_changes_the_forecast(demo_panel):
     """The dashboard's "Why this forecast" note: the shipped model reads it, and credits it."""
     from trafficcore.explain import explain, phrases

@@ -111,6 +111,16 @@ class NumericInputs:
         return NumericInputs(self.own[idx], self.nbr[idx], self.week[idx], self.target[idx], self.calendar[idx],
                              self.anchor[idx], self.scale[idx], {k: v[idx] for k, v in self.extra.items()})
 
+    def concat(self, other: NumericInputs) -> NumericInputs:
+        """These samples followed by `other`'s (same token layout)."""
+        def cat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, b])
+
+        return NumericInputs(cat(self.own, other.own), cat(self.nbr, other.nbr), cat(self.week, other.week),
+                             cat(self.target, other.target), cat(self.calendar, other.calendar),
+                             cat(self.anchor, other.anchor), cat(self.scale, other.scale),
+                             {k: cat(v, other.extra[k]) for k, v in self.extra.items()})
+
     def token(self, kind: str) -> np.ndarray:
         return self.extra[kind] if kind in self.extra else getattr(self, kind)
 
