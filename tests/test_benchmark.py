@@ -166,7 +166,8 @@ def test_lm_inference_last_layer_reads_only_what_the_head_reads():
     import torch
 
     from trafficcore.models.backbone import load_backbone
-    from trafficcore.models.lm import FusionNet, LMConfig, _prune_last_layer
+    from trafficcore.models.lm import LMConfig
+    from trafficcore.models.lm_net import FusionNet, _prune_last_layer
 
     torch.manual_seed(0)
     cfg = LMConfig(num_layers=2, dropout=0.0)

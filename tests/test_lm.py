@@ -21,8 +21,9 @@ from trafficcore.data.panel import load_panel
 from trafficcore.data.windows import WindowSpec, build_samples, context_fields, issue_grid
 from trafficcore.models.backbone import DEFAULT_BACKBONE, load_backbone, weights_sha256
 from trafficcore.models.base import predict
-from trafficcore.models.lm import LMForecaster, _calibrate, pinball
+from trafficcore.models.lm import LMForecaster, _calibrate
 from trafficcore.models.lm_inputs import DetectorStats, FastContext, numeric_inputs
+from trafficcore.models.lm_net import pinball
 
 SPEC = WindowSpec()
 
@@ -199,7 +200,7 @@ def test_the_model_reads_the_text(panel):
 
 def test_zero_head_shortcut_is_exact(fitted, panel, monkeypatch):
     """With the transformer head at zero the encoder is skipped at inference; forcing it on changes nothing."""
-    from trafficcore.models import lm as lm_mod
+    from trafficcore.models import lm_net as lm_mod
 
     m = fitted
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
@@ -290,7 +291,7 @@ def test_frozen_mode_trains_no_encoder_weight(panel):
 
 
 def test_fgm_perturbs_the_fusion_embeddings(panel, monkeypatch):
-    from trafficcore.models import lm as lm_mod
+    from trafficcore.models import lm_net as lm_mod
 
     seen = []
     forward = lm_mod.FusionNet.forward
