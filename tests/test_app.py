@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app_support import GAP, STUCK, ZERO, make_city_db
+from test_app_support import GAP, STUCK, ZERO, gate_model_load, make_city_db
 
 from trafficcore.data.store import Store
 
@@ -191,7 +191,6 @@ def test_shipped_model_loads_in_the_background_and_takes_over(app, city_db, tmp_
     """The first page never waits for the saved model: the historical average answers until it is loaded."""
     import json
     import sys
-    import threading
 
     from trafficcore import config
     from trafficcore.data.panel import load_panel
@@ -203,14 +202,7 @@ def test_shipped_model_loads_in_the_background_and_takes_over(app, city_db, tmp_
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "dataset_source": "test-city"}))
     monkeypatch.setattr(config, "DEMO_MODEL_DIR", folder)
-    gate = threading.Event()
-    original = uim.load_saved
-
-    def slow_load(path):
-        gate.wait(30)
-        return original(path)
-
-    monkeypatch.setattr(uim, "load_saved", slow_load)
+    gate = gate_model_load(monkeypatch)
     at = app.run()
     assert not at.exception
     assert at.selectbox(key="model").value == "shipped"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app_support import city_tables, make_city_db
+from test_app_support import city_tables, gate_model_load, make_city_db
 
 from trafficcore import config
 from trafficcore.data.panel import load_panel
@@ -97,17 +97,11 @@ def test_first_page_shows_the_stored_forecasts_and_loads_the_model_after(db, shi
     monkeypatch.setenv("TRAFFICCORE_DB", db)
     monkeypatch.setenv("TRAFFICCORE_REPORTS", str(tmp_path))
     monkeypatch.setattr(config, "DEMO_MODEL_DIR", shipped)
-    gate = threading.Event()
-    original = uim.load_saved
-
-    def slow_load(path):
-        gate.wait(30)
-        return original(path)
+    gate = gate_model_load(monkeypatch)
 
     def no_fit(*args, **kwargs):
         raise AssertionError("the first page must not fit a model")
 
-    monkeypatch.setattr(uim, "load_saved", slow_load)
     monkeypatch.setattr(uim, "fit_baseline", no_fit)
     app = AppTest.from_file(str(APP), default_timeout=90)
     at = app.run()
@@ -153,14 +147,7 @@ def test_a_page_that_needs_the_model_waits_for_it_instead_of_failing(db, shipped
     monkeypatch.setenv("TRAFFICCORE_DB", db)
     monkeypatch.setenv("TRAFFICCORE_REPORTS", str(tmp_path))
     monkeypatch.setattr(config, "DEMO_MODEL_DIR", shipped)
-    gate = threading.Event()
-    original = uim.load_saved
-
-    def slow_load(path):
-        gate.wait(30)
-        return original(path)
-
-    monkeypatch.setattr(uim, "load_saved", slow_load)
+    gate = gate_model_load(monkeypatch)
     at = AppTest.from_file(str(APP), default_timeout=90).run()
     assert "issued by it ahead of time" in texts(at.sidebar)
     threading.Timer(0.5, gate.set).start()

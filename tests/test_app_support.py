@@ -8,6 +8,8 @@ every page has something real to draw and the quality page has faults to find.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 
@@ -89,3 +91,18 @@ def make_city_db(path, name: str = "city") -> str:
     """A DuckDB store holding the test city as dataset `name`; returns the path as text."""
     Store(path).ingest(name, city_tables())
     return str(path)
+
+
+def gate_model_load(monkeypatch) -> threading.Event:
+    """Hold the dashboard's saved-model load until the returned event is set (at most 30 s)."""
+    from trafficcore.ui import models as uim
+
+    gate = threading.Event()
+    original = uim.load_saved
+
+    def slow_load(path):
+        gate.wait(30)
+        return original(path)
+
+    monkeypatch.setattr(uim, "load_saved", slow_load)
+    return gate

@@ -130,16 +130,8 @@ def _forecast(cache: LiveCache, dataset: str, detector: str | None, site: str | 
         dets = p.sites.get(str(site), [])
         if not dets:
             raise NotFound(f"unknown site {site!r} in dataset {dataset!r} (or it has no detectors)")
-    offered = [int(h) for h in m.model.spec.horizons_min]
-    hs = offered if not horizons else list(dict.fromkeys(horizons))
-    wrong = [h for h in hs if h not in offered]
-    if wrong:
-        raise _bad_query(f"horizon(s) {wrong} not offered by model {m.info['name']!r}; choose from {offered}",
-                         "horizons")
-    try:
-        ts = check_issue_time(p, m.model, at)
-    except ValueError as e:
-        raise _bad_query(str(e), "at") from None
+    hs = list(dict.fromkeys(horizons)) if horizons else [int(h) for h in m.model.spec.horizons_min]
+    ts = _checked_request(m, p, hs, at, "horizons")
     fc = cache.forecast(dataset, ts, m, p, compute=compute)
     if fc is None:
         return None
@@ -148,6 +140,18 @@ def _forecast(cache: LiveCache, dataset: str, detector: str | None, site: str | 
     brief = {k: m.info.get(k) for k in ("source", "model", "run_id", "path", "reason") if m.info.get(k) is not None}
     return JSONResponse({"dataset": dataset, "issued_at": ts.isoformat(), "model": str(m.info["name"]),
                          "model_info": _jsonable(brief), "detectors": dets, "horizons_min": hs, "rows": rows})
+
+
+def _checked_request(m, p, horizons: list[int], at, field: str) -> pd.Timestamp:
+    """The issue time for `at`, after checking the model offers every asked horizon (422 naming `field`)."""
+    offered = [int(h) for h in m.model.spec.horizons_min]
+    wrong = [h for h in horizons if h not in offered]
+    if wrong:
+        raise _bad_query(f"horizon(s) {wrong} not offered by model {m.info['name']!r}; choose from {offered}", field)
+    try:
+        return check_issue_time(p, m.model, at)
+    except ValueError as e:
+        raise _bad_query(str(e), "at") from None
 
 
 def _check_detector(panel, detector: str, dataset: str) -> None:
@@ -174,14 +178,7 @@ def explain(
     p = cache.panel(dataset)
     m = cache.model(dataset)
     _check_detector(p.panel, detector, dataset)
-    offered = [int(h) for h in m.model.spec.horizons_min]
-    if horizon not in offered:
-        raise _bad_query(f"horizon {horizon} not offered by model {m.info['name']!r}; choose from {offered}",
-                         "horizon")
-    try:
-        ts = check_issue_time(p, m.model, at)
-    except ValueError as e:
-        raise _bad_query(str(e), "at") from None
+    ts = _checked_request(m, p, [horizon], at, "horizon")
     with cache.compute_lock(dataset):
         e = run_explain(m.model, p.panel, detector, ts, horizon, note=note)
     return s.ExplainResponse(**_jsonable(e.to_dict()))

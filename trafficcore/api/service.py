@@ -175,17 +175,7 @@ class LiveCache:
     # ------------------------------------------------------------------ panels and models
     def panel(self, dataset: str) -> PanelEntry:
         """The dataset's panel entry; loaded on first use, then refreshed by the background thread."""
-        entry = self._panels.get(dataset)
-        if entry is not None:
-            return entry
-        self.touch()
-        self.require_dataset(dataset)
-        with self._lock(("panel", dataset)):
-            entry = self._panels.get(dataset)
-            if entry is None:
-                entry = self._load_panel(dataset)
-        self._ensure_refresher()
-        return entry
+        return self._get_or_load("panel", self._panels, dataset, self._load_panel)
 
     def _load_panel(self, dataset: str) -> PanelEntry:
         from trafficcore.live.ingest import live_panel
@@ -206,15 +196,19 @@ class LiveCache:
 
     def model(self, dataset: str) -> ModelEntry:
         """The model served for a dataset and its info (loaded once; re-resolved in the background)."""
-        entry = self._models.get(dataset)
+        return self._get_or_load("model", self._models, dataset, self._load_model)
+
+    def _get_or_load(self, kind: str, table: dict, dataset: str, load):
+        """`table[dataset]`, loaded once under a per-(kind, dataset) lock; double-checked, so a hit takes no lock."""
+        entry = table.get(dataset)
         if entry is not None:
             return entry
         self.touch()
         self.require_dataset(dataset)
-        with self._lock(("model", dataset)):
-            entry = self._models.get(dataset)
+        with self._lock((kind, dataset)):
+            entry = table.get(dataset)
             if entry is None:
-                entry = self._load_model(dataset)
+                entry = load(dataset)
         self._ensure_refresher()
         return entry
 
