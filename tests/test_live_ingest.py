@@ -16,6 +16,7 @@ from trafficcore.errors import DataError
 from trafficcore.live.ingest import (
     batch_id,
     ingest_observations,
+    issue_time,
     latest_forecasts,
     live_panel,
     live_status,
@@ -212,6 +213,32 @@ def test_refresh_reissues_forecasts_for_the_touched_detectors(town):
     status = live_status(town, "town")
     assert status["last_issue"] == NEXT + pd.Timedelta("30min") and status["batches"] == 2
     assert status["newest_reading"] == NEXT + pd.Timedelta("15min")
+
+
+def test_now_is_after_the_newest_complete_interval_not_a_half_filled_one(town):
+    # 2 of 6 detectors have sent the next interval: the city-wide "now" stays before it, while the two
+    # detectors on their own are complete and move on; `at` earlier than that wins
+    ingest_observations(town, "town", readings(NEXT, dets=["X:N", "Y:S"]))
+    panel = live_panel(town, "town")
+    assert issue_time(panel) == NEXT
+    assert issue_time(panel, ["X:N", "Y:S"]) == NEXT + pd.Timedelta("15min")
+    assert issue_time(panel, at=NEXT - pd.Timedelta("50min")) == NEXT - pd.Timedelta("60min")
+    # 5 of 6 is still short of 90%; all 6 completes the interval
+    ingest_observations(town, "town", readings(NEXT, dets=["X:E", "X:S", "X:W"]))
+    assert issue_time(live_panel(town, "town")) == NEXT
+    ingest_observations(town, "town", readings(NEXT, dets=["Y:N"]))
+    assert issue_time(live_panel(town, "town")) == NEXT + pd.Timedelta("15min")
+
+
+def test_api_default_issue_time_follows_the_same_rule(town):
+    from trafficcore.api.service import LiveCache
+
+    ingest_observations(town, "town", readings(NEXT, dets=["X:N", "Y:S"]))
+    cache = LiveCache(town)
+    try:
+        assert cache.panel("town").latest == NEXT
+    finally:
+        cache.close()
 
 
 def test_ingest_patches_the_cached_panel(town):

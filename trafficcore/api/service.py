@@ -40,10 +40,6 @@ log = logging.getLogger("trafficcore.api")
 #: (store, dataset) -> (forecaster, info dict): `trafficcore.live.registry.load_current` by default.
 ModelLoader = Callable[[Store, str], tuple[object, dict]]
 
-#: Share of the recently reporting detectors an interval needs to count as complete (see `latest_issue_time`).
-COMPLETE_SHARE = 0.9
-
-
 class NotFound(LookupError):
     """An unknown dataset, detector or site: the API answers 404."""
 
@@ -178,7 +174,7 @@ class LiveCache:
         return self._get_or_load("panel", self._panels, dataset, self._load_panel)
 
     def _load_panel(self, dataset: str) -> PanelEntry:
-        from trafficcore.live.ingest import live_panel
+        from trafficcore.live.ingest import issue_time, live_panel
 
         panel = live_panel(self.store, dataset)
         current = self._panels.get(dataset)
@@ -188,7 +184,7 @@ class LiveCache:
         sites: dict[str, list[str]] = {}
         for d, s in zip(det["detector_id"].astype(str), det["site_id"].astype(str), strict=True):
             sites.setdefault(s, []).append(d)
-        latest = latest_issue_time(panel) if len(panel.times) else None
+        latest = issue_time(panel) if len(panel.times) else None
         entry = PanelEntry(panel, sites, latest)
         self.invalidate(dataset)
         self._panels[dataset] = entry
@@ -384,22 +380,6 @@ def _rows_by_detector(frame: pd.DataFrame) -> dict[str, list[dict]]:
             "horizon_min": int(h), "p10": _finite(a), "p50": _finite(b), "p90": _finite(c),
         })
     return out
-
-
-def latest_issue_time(panel: Panel) -> pd.Timestamp:
-    """Just after the newest *complete* interval: one in which at least COMPLETE_SHARE of the detectors
-    that reported during the last day have a reading. A live feed fills the newest interval detector by
-    detector; forecasting from a half-filled one would read missing values as gaps."""
-    if len(panel.times) == 0:
-        raise ValueError(f"dataset {panel.dataset!r} has no readings")
-    day = int(pd.Timedelta(days=1) / panel.interval)
-    recent = np.isfinite(panel.values[-day:])
-    active = recent.any(axis=0)
-    need = max(1, int(np.ceil(COMPLETE_SHARE * active.sum())))
-    counts = recent[:, active].sum(axis=1)
-    ok = np.flatnonzero(counts >= need)
-    last = len(panel.times) - len(counts) + (int(ok[-1]) if ok.size else len(counts) - 1)
-    return panel.times[last] + panel.interval
 
 
 def check_issue_time(p: PanelEntry, model, at: str | None) -> pd.Timestamp:

@@ -345,14 +345,30 @@ def run_id_for(model, info: dict) -> str:
     return f"{LIVE_RUN_PREFIX}{name}"
 
 
+#: Share of the recently reporting detectors an interval needs to count as complete (see `issue_time`).
+COMPLETE_SHARE = 0.9
+
+
 def issue_time(panel: Panel, detector_ids: list[str] | None = None, at=None) -> pd.Timestamp:
-    """The newest complete interval's end: one interval after the newest reading of the detectors
-    (or `at`, floored onto the grid, when earlier)."""
+    """Just after the newest *complete* interval of the detectors (all when None), or `at` floored onto
+    the grid when that is earlier.
+
+    An interval is complete when at least COMPLETE_SHARE of the detectors that reported during the day
+    up to their newest reading have a reading in it. A live feed fills the newest interval detector by
+    detector; forecasting from a half-filled one would read the missing values as gaps. This is the one
+    rule for "now": re-issued forecasts, the API's default issue time and the Live page all use it.
+    """
     cols = slice(None) if not detector_ids else [panel.column(d) for d in detector_ids]
-    seen = np.isfinite(panel.values[:, cols]).reshape(len(panel.times), -1).any(axis=1)
-    if not seen.any():
+    seen = np.isfinite(panel.values[:, cols]).reshape(len(panel.times), -1)
+    rows = np.flatnonzero(seen.any(axis=1))
+    if not rows.size:
         raise DataError(panel.dataset, "no readings yet for the detectors to forecast from", column="detector_id")
-    newest = panel.times[int(np.flatnonzero(seen)[-1])] + panel.interval
+    end = int(rows[-1]) + 1
+    recent = seen[max(0, end - int(pd.Timedelta(days=1) / panel.interval)):end]
+    active = recent.any(axis=0)
+    need = max(1, int(np.ceil(COMPLETE_SHARE * active.sum())))
+    complete = np.flatnonzero(recent[:, active].sum(axis=1) >= need)
+    newest = panel.times[end - len(recent) + int(complete[-1])] + panel.interval
     if at is None:
         return newest
     at = pd.Timestamp(at)
