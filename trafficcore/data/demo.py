@@ -574,6 +574,9 @@ class DemoTruth:
     expected: np.ndarray  # (T, D) float32, the Poisson mean of every interval before faults
     times: pd.DatetimeIndex
     detector_ids: list[str]
+    # (T, D) float32: the same Poisson mean had no event, incident, roadworks or closure happened (same weather and
+    # noise); expected - without_events is exactly what the planted events did to each interval
+    without_events: np.ndarray | None = None
 
 
 def generate(seed: int = 0, weeks: int = 8, start: str = "2025-09-01") -> CanonicalTables:
@@ -605,14 +608,19 @@ def generate_with_truth(seed: int = 0, weeks: int = 8, start: str = "2025-09-01"
     capf = np.repeat(1 - 0.08 * np.minimum(precip, 4) / 4, len(lay.leg_site), axis=1)
 
     events = _schedule_events(rng_e, t0, weeks, hol, day_cat)
+    capf_calm = capf.copy()  # weather only: for the no-event counterfactual
     surge = np.zeros_like(demand)
     div = np.ones_like(demand)
     for ev in events:
         _apply_event(ev, lay, t0, demand, surge, div, capf)
     want = demand * div + surge
-    cap = lay.leg_cap[None, :] * capf
-    flow = want / (1 + (want / cap) ** 6) ** (1 / 6)
-    expected = flow * rng_n.lognormal(0, 0.035, size=flow.shape)
+    def saturate(w: np.ndarray, cf: np.ndarray) -> np.ndarray:
+        cap = lay.leg_cap[None, :] * cf
+        return w / (1 + (w / cap) ** 6) ** (1 / 6)
+
+    noise = rng_n.lognormal(0, 0.035, size=demand.shape)
+    expected = saturate(want, capf) * noise
+    without_events = saturate(demand, capf_calm) * noise
     counts = rng_n.poisson(expected).astype(float)
     faults = _inject_faults(counts, expected, rng_f, times, lay)
 
@@ -639,7 +647,8 @@ def generate_with_truth(seed: int = 0, weeks: int = 8, start: str = "2025-09-01"
         weather=weather,
         adjacency=lay.adjacency.copy(),
     )
-    truth = DemoTruth(faults=faults, expected=expected.astype(np.float32), times=times, detector_ids=det_ids)
+    truth = DemoTruth(faults=faults, expected=expected.astype(np.float32), times=times, detector_ids=det_ids,
+                      without_events=without_events.astype(np.float32))
     return tables, truth
 
 
