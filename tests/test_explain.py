@@ -125,3 +125,16 @@ def test_explanation_cache_is_bounded_and_never_serves_a_dead_objects_entry():
         cache.put((o,), ("x",), i)
     assert cache.get((objs[0],), ("x",)) is None  # evicted: the cache holds 2
     assert cache.get((objs[2],), ("x",)) == 2
+
+
+def test_speed_benchmark_measures_fresh_calls_then_answers_them_from_the_cache(panel):
+    from trafficcore.evaluation.explain_speed import cases, measure
+
+    todo = cases(panel, WordModel(), 5)
+    assert len(todo) == 5 and {h for _, _, h in todo} <= {15, 30}
+    for det, at, _ in todo:
+        row = panel.index_of(at)
+        assert det in set(panel.detectors["detector_id"]) and row >= WordModel().spec.history_steps
+    r = measure(WordModel(), panel, 5)
+    assert r["n"] == 5 and r["players_median"] > 0
+    assert r["cached_s"] < r["warm_median_s"]  # the cache answers without recomputing
