@@ -268,3 +268,34 @@ def test_scats_baselines_match_measured_mae(tmp_path):
     assert 12.0 < mae15["seasonal_naive"] < 14.5, mae15
     assert 11.0 < mae15["historical_average"] < 13.0, mae15
     assert mae15["historical_average"] < mae15["seasonal_naive"] < mae15["persistence"]
+
+
+def test_profile_leaving_own_out_reads_the_other_days_only_inside_the_block(city, tmp_path):
+    from trafficcore.data.profile import daytype_slot
+    from trafficcore.models.baselines import Profile
+
+    panel, split = city
+    rows = np.asarray(split.train)
+    prof = Profile.fit(panel, rows)
+    r = int(rows[200])
+    cell = np.stack(daytype_slot(panel, rows), axis=1)
+    others = rows[(cell == cell[200]).all(axis=1) & (rows != r)]
+    d = np.arange(len(panel.detectors))
+    plain = prof.lookup(panel, d, np.full(len(d), r))
+    with prof.leaving_own_out(panel):
+        loo = prof.lookup(panel, d, np.full(len(d), r))
+        later = prof.lookup(panel, d, np.full(len(d), int(split.test[0])))  # not a fit row: unchanged
+    assert np.allclose(loo, np.nanmean(panel.values[others], axis=0))
+    assert not np.allclose(loo, plain)
+    assert np.array_equal(later, prof.lookup(panel, d, np.full(len(d), int(split.test[0]))))
+    assert np.array_equal(prof.lookup(panel, d, np.full(len(d), r)), plain)  # the block ended
+
+
+def test_gbt_leave_own_out_is_saved_and_trains(city, tmp_path):
+    panel, split = city
+    m = GradientBoosting(leave_own_out=True, **FAST_GBT).fit(panel, split.train, split.val)
+    m.save(tmp_path / "g")
+    back = load_model(tmp_path / "g")
+    assert back.leave_own_out is True
+    s = build_samples(panel, split.test[:8], spec=m.spec, neighbour_idx=neighbour_index(panel, m.spec))
+    assert np.allclose(m.predict_samples(panel, s), back.predict_samples(panel, s))

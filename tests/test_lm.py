@@ -124,6 +124,39 @@ def test_numeric_inputs_never_read_the_issue_interval_or_later(panel):
     assert not np.array_equal(a.own, c.own)
 
 
+def test_training_inputs_leave_their_own_reading_out_of_the_profile(panel):
+    """A training sample's profile is the mean of the *other* training days at that slot; other samples keep
+    the plain profile."""
+    from trafficcore.data.profile import daytype_slot
+
+    fit_rows = np.arange(96 * 8)
+    stats = DetectorStats.fit(panel, fit_rows)
+    nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
+    t0 = panel.index_of("2025-01-07 10:00")  # inside the fit rows
+    s = build_samples(panel, np.array([t0]), spec=SPEC, neighbour_idx=nb)
+    plain = numeric_inputs(panel, s, stats, nb)
+    loo = numeric_inputs(panel, s, stats, nb, leave_own_out=True)
+    patch = 4
+    H = SPEC.history_steps
+    cell = np.stack(daytype_slot(panel, fit_rows), axis=1)  # (rows, 2): day type, slot
+    for i, d in enumerate(s.detector_idx):
+        want = []
+        for r in t0 + np.arange(-H, 0):
+            others = fit_rows[(cell == cell[r]).all(axis=1) & (fit_rows != r)]
+            want.append(np.nanmean(panel.values[others, d]))
+        got = loo.own[i, :, patch:2 * patch].reshape(-1) * loo.scale[i]
+        assert np.allclose(got, want, rtol=1e-4), (d, got, want)
+        assert not np.allclose(plain.own[i, :, patch:2 * patch], loo.own[i, :, patch:2 * patch])
+    # a sample issued after the fit rows reads the plain profile either way
+    late = build_samples(panel, np.array([panel.index_of("2025-01-11 08:00")]), spec=SPEC, neighbour_idx=nb)
+    a, b = numeric_inputs(panel, late, stats, nb), numeric_inputs(panel, late, stats, nb, leave_own_out=True)
+    for f in ("own", "nbr", "target", "anchor"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    # a loaded model does not know its fit rows: nothing to leave out
+    restored = DetectorStats.restore(stats.detector_ids, stats.tensors())
+    assert restored.leave_own_out(panel) is None
+
+
 def test_anchor_follows_the_recent_ratio(panel):
     """The tiny data grow steadily, so recent readings exceed the training profile and the anchor rises above it."""
     stats = DetectorStats.fit(panel, np.arange(96 * 8))

@@ -42,6 +42,11 @@ def daytype_slot(panel: Panel, rows) -> tuple[np.ndarray, np.ndarray]:
 
 def slot_means(panel: Panel, rows, values: np.ndarray | None = None) -> np.ndarray:
     """(D, 2, slots) mean of `values` (default: the panel's readings) over `rows`; NaN where none."""
+    return slot_table(panel, rows, values)[0]
+
+
+def slot_table(panel: Panel, rows, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`slot_means` and, per cell, how many readings it averages ((D, 2, slots) each)."""
     rows = np.asarray(rows, dtype=np.int64)
     vals = (panel.values if values is None else values)[rows].astype(np.float64)
     n_slots = slots_per_day(panel)
@@ -54,4 +59,5 @@ def slot_means(panel: Panel, rows, values: np.ndarray | None = None) -> np.ndarr
     np.add.at(counts, key, ok)
     with np.errstate(invalid="ignore", divide="ignore"):
         table = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return table.T.reshape(vals.shape[1], 2, n_slots)
+    shape = (vals.shape[1], 2, n_slots)
+    return table.T.reshape(shape), counts.T.reshape(shape)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,7 +40,7 @@ import pandas as pd
 from safetensors.numpy import load_file, save_file
 
 from trafficcore.data.panel import Panel
-from trafficcore.data.profile import daytype_slot, nanmean, slot_means
+from trafficcore.data.profile import daytype_slot, nanmean, slot_table
 from trafficcore.data.windows import WEEK, Samples, WindowSpec, build_samples
 
 CONFIG = "config.json"
@@ -110,18 +111,39 @@ class Profile:
         self.cross = cross.astype(np.float32)
         self.overall = float(overall)
         self._index = pd.Index(self.detector_ids)
+        self._fit: tuple[np.ndarray, np.ndarray] | None = None  # (rows, readings per cell): training only
+        self._loo: tuple[np.ndarray, np.ndarray] | None = None  # active `leaving_own_out` (row mask, counts)
 
     @classmethod
     def fit(cls, panel: Panel, rows: np.ndarray) -> Profile:
         interval_min = int(panel.interval / pd.Timedelta(minutes=1))
         rows = np.asarray(rows, dtype=np.int64)
-        table = slot_means(panel, rows)
+        table, counts = slot_table(panel, rows)
         vals = panel.values[rows]
         ok = np.isfinite(vals)
         cross = nanmean(table, axis=0)
         overall = float(np.nanmean(vals)) if ok.any() else 0.0
         cross = np.where(np.isfinite(cross), cross, overall)
-        return cls(list(panel.detectors["detector_id"]), interval_min, table, cross, overall)
+        prof = cls(list(panel.detectors["detector_id"]), interval_min, table, cross, overall)
+        prof._fit = (rows, counts)
+        return prof
+
+    @contextmanager
+    def leaving_own_out(self, panel: Panel):
+        """Within this block, a detector's profile at a row it was fit on leaves that row's own reading out
+        (the mean of the other days), as `trafficcore.models.lm_inputs.DetectorStats.leave_own_out` does for
+        the language model's training inputs. Nothing changes for a loaded profile (fit rows unknown)."""
+        if self._fit is None:
+            yield self
+            return
+        mask = np.zeros(len(panel.times), dtype=bool)
+        rows = self._fit[0]
+        mask[rows[rows < len(panel.times)]] = True
+        self._loo = (mask, self._fit[1])
+        try:
+            yield self
+        finally:
+            self._loo = None
 
     def rows_for(self, panel: Panel) -> np.ndarray:
         """Row of `table` for each panel column (-1 for detectors this profile never saw)."""
@@ -140,6 +162,14 @@ class Profile:
         if not cross_only:
             prow = self.rows_for(panel)[det_idx]
             own = np.where(prow >= 0, self.table[np.clip(prow, 0, None), k, s], np.nan)
+            if self._loo is not None:
+                inside = (rows >= 0) & (rows < len(panel.times))
+                rr = np.clip(rows, 0, len(panel.times) - 1)
+                v = panel.values[rr, det_idx].astype(np.float64)
+                n = np.where(prow >= 0, self._loo[1][np.clip(prow, 0, None), k, s], 0.0)
+                drop = inside & self._loo[0][rr] & np.isfinite(v) & (n > 1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    own = np.where(drop, (own * n - np.where(drop, v, 0.0)) / np.maximum(n - 1, 1), own)
             out = np.where(np.isfinite(own), own, out)
         return np.where(rows >= 0, out, np.nan)
 
@@ -365,7 +395,8 @@ class GradientBoosting(_Baseline):
                  cold_start: bool = False, num_leaves: int = 63, learning_rate: float = 0.05,
                  max_rounds: int = 2000, early_stopping: int = 100, min_data_in_leaf: int = 50,
                  max_train_samples: int | None = 400_000, seed: int = 0, num_threads: int | None = None,
-                 objective: str = "regression", n_lags: int = 8, max_bin: int = 255):
+                 objective: str = "regression", n_lags: int = 8, max_bin: int = 255,
+                 leave_own_out: bool = False):
         super().__init__(spec, n_bins)
         unknown = set(drop) - set(FEATURE_GROUPS)
         if unknown:
@@ -383,6 +414,7 @@ class GradientBoosting(_Baseline):
         self.objective = objective
         self.n_lags = int(n_lags)
         self.max_bin = int(max_bin)
+        self.leave_own_out = bool(leave_own_out)  # training features read the profile without their own row
         self.boosters: list = []
         self.feature_names: list[str] = []
         self.best_iterations: list[int] = []
@@ -411,6 +443,7 @@ class GradientBoosting(_Baseline):
             "early_stopping": self.early_stopping, "min_data_in_leaf": self.min_data_in_leaf,
             "max_train_samples": self.max_train_samples, "seed": self.seed, "num_threads": self.num_threads,
             "objective": self.objective, "n_lags": self.n_lags, "max_bin": self.max_bin,
+            "leave_own_out": self.leave_own_out,
         }
 
     # -- features
@@ -521,7 +554,11 @@ class GradientBoosting(_Baseline):
         if self.max_train_samples is not None and len(train) > self.max_train_samples:
             train = train.subset(np.sort(rng.choice(len(train), self.max_train_samples, replace=False)))
         val = build_samples(panel, val_rows, spec=self.spec, neighbour_idx=nb) if len(val_rows) else None
-        xs, names = self.features(panel, train)
+        if self.leave_own_out:
+            with self.profile.leaving_own_out(panel):
+                xs, names = self.features(panel, train)
+        else:
+            xs, names = self.features(panel, train)
         vxs = self.features(panel, val)[0] if val is not None else None
         params = {
             "objective": self.objective, "metric": "l1", "num_leaves": self.num_leaves,

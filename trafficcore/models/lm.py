@@ -89,6 +89,8 @@ class LMConfig:
     skip_pretrain_share: float = 0.45  # at most this share of time_budget_minutes goes to phase 1
     skip_lr_scale: float = 0.0  # phase 2 learning-rate multiplier for the pretrained skip path (0: frozen)
     scale_weighted_loss: bool = True  # weight samples by detector scale: optimises MAE in vehicles
+    # training inputs read the profile without the looked-up row's own reading (`DetectorStats.leave_own_out`)
+    leave_own_out: bool = False
     max_train_samples: int | None = None  # None: as many as the steps will see once
     max_val_samples: int = 8192  # validation samples for the final metrics and the band calibration
     max_eval_samples: int = 2048  # the first n of those, for early stopping during training (cheaper)
@@ -355,11 +357,13 @@ class LMForecaster:
         return np.array([cls], dtype=np.int64)
 
     def prepare(self, panel: Panel, samples: Samples, numeric_only: bool = False,
-                texts: list[str] | None = None) -> Prepared:
+                texts: list[str] | None = None, training: bool = False) -> Prepared:
         """Numeric inputs and (unless `numeric_only` or the model reads no text) tokenised context texts;
-        `texts` replaces the samples' own context texts (explanations, scenario notes)."""
+        `texts` replaces the samples' own context texts (explanations, scenario notes); `training` marks
+        samples the network learns from (their profile leaves their own readings out, `cfg.leave_own_out`)."""
         inputs = numeric_inputs(panel, samples, self.stats, self._neighbours(panel), patch=self.cfg.patch,
-                                extra=tuple(self.cfg.extra_tokens), level=self.cfg.level_feature)
+                                extra=tuple(self.cfg.extra_tokens), level=self.cfg.level_feature,
+                                leave_own_out=training and self.cfg.leave_own_out)
         if numeric_only or not self.cfg.transformer:
             ids, index = [np.zeros(1, dtype=np.int64)], np.zeros(len(samples), dtype=np.int64)
         elif self.cfg.fusion == "late":
@@ -443,18 +447,20 @@ class LMForecaster:
         self._build(dims)
         pool = self._event_pool(panel, tr, budget, rng)
         p_val = self.prepare(panel, va)
-        p_pool = self.prepare(panel, tr.subset(pool))
+        p_pool = self.prepare(panel, tr.subset(pool), training=True)
         prep_s = time.perf_counter() - t_prep
         self.net.to(device)
         phase1 = None
         p_eval = self._eval_subset(panel, va, p_val, val_rows)
         if not cfg.transformer:
             # the numeric path alone trains exactly as phase 1 does (epochs over every training sample)
-            result = self._pretrain_skip(self.prepare(panel, tr, numeric_only=True), p_eval, device)
+            result = self._pretrain_skip(self.prepare(panel, tr, numeric_only=True, training=True), p_eval,
+                                         device)
         else:
             two_phase = cfg.skip and cfg.skip_pretrain_epochs > 0
             if two_phase and resume is None:
-                res1 = self._pretrain_skip(self.prepare(panel, tr, numeric_only=True), p_eval, device)
+                res1 = self._pretrain_skip(self.prepare(panel, tr, numeric_only=True, training=True), p_eval,
+                                         device)
                 phase1 = {"steps": res1.steps, "best_val_mae": res1.best_val_mae, "wall_s": round(res1.wall_s, 1),
                           "samples_per_s": round(res1.samples_per_s, 1), "stopped": res1.stopped}
             if two_phase:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from trafficcore.data.panel import Panel, haversine_km
-from trafficcore.data.profile import daytype_slot, nanmean, slot_means, slots_per_day
+from trafficcore.data.profile import daytype_slot, nanmean, slot_table, slots_per_day
 from trafficcore.data.windows import UNPLANNED_WORDS, WEEK, Samples, WindowSpec, holiday_dates
 
 #: Readings divided by the scale are clipped to this range (faults such as stuck counters).
@@ -43,6 +43,9 @@ class DetectorStats:
     scale: np.ndarray  # (D,) mean reading over the training rows
     profile: np.ndarray  # (D, 2, slots) mean reading per day type and slot (NaN: never seen)
     shape: np.ndarray  # (2, slots) cross-site mean of profile / scale (fallback for unseen cells)
+    # training only, not saved: the rows the profile averages and the readings per cell (see `leave_own_out`)
+    fit_rows: np.ndarray | None = None
+    counts: np.ndarray | None = None
 
     @classmethod
     def fit(cls, panel: Panel, rows: np.ndarray, exclude: set[str] | None = None) -> DetectorStats:
@@ -53,7 +56,7 @@ class DetectorStats:
         if exclude:
             values = values.copy()
             values[:, [i for i, d in enumerate(panel.detectors["detector_id"]) if d in exclude]] = np.nan
-        profile = slot_means(panel, rows, values)
+        profile, counts = slot_table(panel, rows, values)
         vals = values[rows].astype(np.float64)
         scale = nanmean(vals, axis=0)
         seen = np.isfinite(scale) & (scale > 0)
@@ -63,7 +66,25 @@ class DetectorStats:
         shape = nanmean(profile[seen] / scale[seen, None, None], axis=0)
         shape = np.where(np.isfinite(shape), shape, 1.0)
         return cls(list(panel.detectors["detector_id"]), scale.astype(np.float32), profile.astype(np.float32),
-                   shape.astype(np.float32))
+                   shape.astype(np.float32), fit_rows=rows, counts=counts.astype(np.float32))
+
+    def leave_own_out(self, panel: Panel) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows the profile was fit on as a (T,) mask, readings per cell aligned with the panel's columns),
+        or None when unknown (a loaded model).
+
+        Why: a training sample's profile is an average that contains the sample's own readings, with weight
+        1/6 on a weekend slot of three training weeks. A network trained on that learns to trust the profile
+        more than it deserves on days it has never seen (validation, test, live). Training inputs therefore
+        read each profile cell without the reading of the very row being looked up ("leave own out"), the
+        same as for a day outside the training rows.
+        """
+        if self.fit_rows is None or self.counts is None:
+            return None
+        mask = np.zeros(len(panel.times), dtype=bool)
+        mask[self.fit_rows[self.fit_rows < len(panel.times)]] = True
+        idx = self.columns_for(panel)
+        counts = np.where((idx >= 0)[:, None, None], self.counts[np.clip(idx, 0, None)], 0.0)
+        return mask, counts.astype(np.float32)
 
     def columns_for(self, panel: Panel) -> np.ndarray:
         """Row of these stats for each panel column (-1 for detectors never seen)."""
@@ -150,13 +171,15 @@ EXTRA_TOKENS = ("day", "long")
 
 def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbour_idx: np.ndarray,
                    patch: int = 4, ratio_steps: int = 4, shrink: float = 0.25,
-                   extra: tuple[str, ...] = (), level: bool = False) -> NumericInputs:
+                   extra: tuple[str, ...] = (), level: bool = False, leave_own_out: bool = False) -> NumericInputs:
     """Build every numeric token and the anchor for `samples` (inputs use rows before the issue time only).
 
     `extra` adds optional tokens: "day" (the detector one day earlier around the issue time) and
     "long" (the 24 hours before the history window, in means of `patch` readings, with profile).
     `level` adds log(1 + scale) to the target token: how busy the detector is, which the scaled
     inputs otherwise hide (relative noise is larger on quiet approaches).
+    `leave_own_out` (training samples): every profile value leaves out the reading of the row it is looked
+    up for, when that row is one the profile was fit on (`DetectorStats.leave_own_out`).
     """
     unknown = set(extra) - set(EXTRA_TOKENS)
     if unknown:
@@ -171,9 +194,22 @@ def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbo
     hmax = int(hsteps.max())
     sc = scale_all[d][:, None]
 
+    loo = stats.leave_own_out(panel) if leave_own_out else None
+    T = panel.values.shape[0]
+
     def prof_at(cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
         dt, sl = daytype_slot(panel, np.clip(rows, 0, None))
-        return prof_all[cols, dt, sl]
+        out = prof_all[cols, dt, sl]
+        if loo is None:
+            return out
+        r = np.clip(rows, 0, T - 1)
+        cols_b, r_b = np.broadcast_arrays(cols, r)
+        v = panel.values[r_b, cols_b].astype(np.float64)
+        n = loo[1][cols_b, dt, sl]
+        own = loo[0][r_b] & (rows >= 0) & (rows < T) & np.isfinite(v) & (n > 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fixed = (out.astype(np.float64) * n - np.where(own, v, 0.0)) / np.maximum(n - 1, 1)
+        return np.where(own, fixed, out).astype(np.float32)
 
     hist_rows = t[:, None] + np.arange(-H, 0)[None, :]
     hprof = prof_at(d[:, None], hist_rows)
@@ -198,8 +234,6 @@ def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbo
     nh, nm = _scaled(samples.neighbours, nsc)
     nprof = np.where(present[:, :, None], prof_at(nbc[:, :, None], hist_rows[:, None, :]) / nsc, 0.0)
     nbr = np.concatenate([nh, np.clip(nprof, -CLIP, CLIP), nm, present[:, :, None].astype(np.float32)], axis=2)
-
-    T = panel.values.shape[0]
 
     def past(rows: np.ndarray) -> np.ndarray:
         """Readings of the sample's own detector at `rows` (NaN outside the data and at or after the issue time)."""
