@@ -61,3 +61,30 @@ def slot_table(panel: Panel, rows, values: np.ndarray | None = None) -> tuple[np
         table = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     shape = (vals.shape[1], 2, n_slots)
     return table.T.reshape(shape), counts.T.reshape(shape)
+
+
+def row_mask(rows, n_rows: int) -> np.ndarray:
+    """(n_rows,) bool: True at `rows` (those past the end ignored)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    mask = np.zeros(n_rows, dtype=bool)
+    mask[rows[(rows >= 0) & (rows < n_rows)]] = True
+    return mask
+
+
+def without_own_reading(mean: np.ndarray, count: np.ndarray, values: np.ndarray, rows: np.ndarray,
+                        cols: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
+    """Profile values looked up for panel cells (rows, cols), each without that very cell's reading when the cell
+    is one the profile averaged ("leave own out"): (mean * count - reading) / (count - 1).
+
+    `mean` and `count` are the looked-up profile values and how many readings each averages (same shape as
+    `rows` broadcast with `cols`); `fit_rows` is the (T,) mask of the rows the profile was fit on. A training
+    sample then reads the profile as a day outside the training rows would (see the models' `leave_own_out`).
+    """
+    n = len(fit_rows)
+    rows, cols = np.broadcast_arrays(np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
+    r = np.clip(rows, 0, n - 1)
+    v = values[r, cols].astype(np.float64)
+    own = (rows >= 0) & (rows < n) & fit_rows[r] & np.isfinite(v) & (count > 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fixed = (np.asarray(mean, dtype=np.float64) * count - np.where(own, v, 0.0)) / np.maximum(count - 1, 1)
+    return np.where(own, fixed, mean)

@@ -40,7 +40,7 @@ import pandas as pd
 from safetensors.numpy import load_file, save_file
 
 from trafficcore.data.panel import Panel
-from trafficcore.data.profile import daytype_slot, nanmean, slot_table
+from trafficcore.data.profile import daytype_slot, nanmean, row_mask, slot_table, without_own_reading
 from trafficcore.data.windows import WEEK, Samples, WindowSpec, build_samples
 
 CONFIG = "config.json"
@@ -136,10 +136,7 @@ class Profile:
         if self._fit is None:
             yield self
             return
-        mask = np.zeros(len(panel.times), dtype=bool)
-        rows = self._fit[0]
-        mask[rows[rows < len(panel.times)]] = True
-        self._loo = (mask, self._fit[1])
+        self._loo = (row_mask(self._fit[0], len(panel.times)), self._fit[1])
         try:
             yield self
         finally:
@@ -163,13 +160,8 @@ class Profile:
             prow = self.rows_for(panel)[det_idx]
             own = np.where(prow >= 0, self.table[np.clip(prow, 0, None), k, s], np.nan)
             if self._loo is not None:
-                inside = (rows >= 0) & (rows < len(panel.times))
-                rr = np.clip(rows, 0, len(panel.times) - 1)
-                v = panel.values[rr, det_idx].astype(np.float64)
                 n = np.where(prow >= 0, self._loo[1][np.clip(prow, 0, None), k, s], 0.0)
-                drop = inside & self._loo[0][rr] & np.isfinite(v) & (n > 1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    own = np.where(drop, (own * n - np.where(drop, v, 0.0)) / np.maximum(n - 1, 1), own)
+                own = without_own_reading(own, n, panel.values, rows, det_idx, self._loo[0])
             out = np.where(np.isfinite(own), own, out)
         return np.where(rows >= 0, out, np.nan)
 

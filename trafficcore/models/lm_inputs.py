@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from trafficcore.data.panel import Panel, haversine_km
-from trafficcore.data.profile import daytype_slot, nanmean, slot_table, slots_per_day
+from trafficcore.data.profile import daytype_slot, nanmean, row_mask, slot_table, slots_per_day, without_own_reading
 from trafficcore.data.windows import UNPLANNED_WORDS, WEEK, Samples, WindowSpec, holiday_dates
 
 #: Readings divided by the scale are clipped to this range (faults such as stuck counters).
@@ -80,11 +80,9 @@ class DetectorStats:
         """
         if self.fit_rows is None or self.counts is None:
             return None
-        mask = np.zeros(len(panel.times), dtype=bool)
-        mask[self.fit_rows[self.fit_rows < len(panel.times)]] = True
         idx = self.columns_for(panel)
         counts = np.where((idx >= 0)[:, None, None], self.counts[np.clip(idx, 0, None)], 0.0)
-        return mask, counts.astype(np.float32)
+        return row_mask(self.fit_rows, len(panel.times)), counts.astype(np.float32)
 
     def columns_for(self, panel: Panel) -> np.ndarray:
         """Row of these stats for each panel column (-1 for detectors never seen)."""
@@ -202,14 +200,7 @@ def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbo
         out = prof_all[cols, dt, sl]
         if loo is None:
             return out
-        r = np.clip(rows, 0, T - 1)
-        cols_b, r_b = np.broadcast_arrays(cols, r)
-        v = panel.values[r_b, cols_b].astype(np.float64)
-        n = loo[1][cols_b, dt, sl]
-        own = loo[0][r_b] & (rows >= 0) & (rows < T) & np.isfinite(v) & (n > 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fixed = (out.astype(np.float64) * n - np.where(own, v, 0.0)) / np.maximum(n - 1, 1)
-        return np.where(own, fixed, out).astype(np.float32)
+        return without_own_reading(out, loo[1][cols, dt, sl], panel.values, rows, cols, loo[0]).astype(np.float32)
 
     hist_rows = t[:, None] + np.arange(-H, 0)[None, :]
     hprof = prof_at(d[:, None], hist_rows)
