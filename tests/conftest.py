@@ -31,3 +31,23 @@ def store(tmp_path):
     from trafficcore.data.store import Store
 
     return Store(tmp_path / "test.duckdb")
+
+
+@pytest.fixture(scope="session")
+def town_template(tmp_path_factory):
+    """The live-test city (`live_data`) imported once as dataset `town`; tests take copies of the file."""
+    from live_data import live_store
+
+    from trafficcore.data.store import Store
+
+    path = tmp_path_factory.mktemp("town") / "town.duckdb"
+    live_store(Store(path))
+    return path
+
+
+@pytest.fixture
+def town(town_template, tmp_path):
+    """A fresh copy of the live-test city's store, for one test to change."""
+    from live_data import copy_of
+
+    return copy_of(town_template, tmp_path / "town.duckdb")

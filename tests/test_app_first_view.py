@@ -91,13 +91,19 @@ def texts(at) -> str:
     return "\n".join(str(p) for p in parts)
 
 
-def test_first_page_shows_the_stored_forecasts_and_loads_the_model_after(db, shipped, monkeypatch, tmp_path):
-    """No model load and no fit before the first page: the stored forecasts answer, the model loads later."""
+def _stored_first_view(db, shipped, monkeypatch, tmp_path):
+    """What `trafficcore demo` leaves behind (stored first forecasts, the shipped model as the default), with the
+    deferred model load held at a gate the test opens."""
     first_view.prepare(Store(db), "city", shipped)
     monkeypatch.setenv("TRAFFICCORE_DB", db)
     monkeypatch.setenv("TRAFFICCORE_REPORTS", str(tmp_path))
     monkeypatch.setattr(config, "DEMO_MODEL_DIR", shipped)
-    gate = gate_model_load(monkeypatch)
+    return gate_model_load(monkeypatch)
+
+
+def test_first_page_shows_the_stored_forecasts_and_loads_the_model_after(db, shipped, monkeypatch, tmp_path):
+    """No model load and no fit before the first page: the stored forecasts answer, the model loads later."""
+    gate = _stored_first_view(db, shipped, monkeypatch, tmp_path)
 
     def no_fit(*args, **kwargs):
         raise AssertionError("the first page must not fit a model")
@@ -143,11 +149,7 @@ def test_first_page_shows_the_stored_forecasts_and_loads_the_model_after(db, shi
 
 def test_a_page_that_needs_the_model_waits_for_it_instead_of_failing(db, shipped, monkeypatch, tmp_path):
     """Opening "Why this forecast" before the deferred load: the page starts the load and waits for it."""
-    first_view.prepare(Store(db), "city", shipped)
-    monkeypatch.setenv("TRAFFICCORE_DB", db)
-    monkeypatch.setenv("TRAFFICCORE_REPORTS", str(tmp_path))
-    monkeypatch.setattr(config, "DEMO_MODEL_DIR", shipped)
-    gate = gate_model_load(monkeypatch)
+    gate = _stored_first_view(db, shipped, monkeypatch, tmp_path)
     at = AppTest.from_file(str(APP), default_timeout=90).run()
     assert "issued by it ahead of time" in texts(at.sidebar)
     threading.Timer(0.5, gate.set).start()

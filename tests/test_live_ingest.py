@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from live_data import DETECTORS, copy_of, live_store, readings, typical
+from live_data import DETECTORS, readings, typical
 
 from trafficcore.errors import DataError
 from trafficcore.live.ingest import (
@@ -24,20 +24,6 @@ from trafficcore.live.ingest import (
 )
 
 NEXT = pd.Timestamp("2025-03-17 00:00")  # the first interval after the stored history
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    from trafficcore.data.store import Store
-
-    path = tmp_path_factory.mktemp("town") / "town.duckdb"
-    live_store(Store(path))
-    return path
-
-
-@pytest.fixture
-def town(template, tmp_path):
-    return copy_of(template, tmp_path / "town.duckdb")
 
 
 def snapshot(store) -> tuple:

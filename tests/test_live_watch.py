@@ -7,8 +7,7 @@ import threading
 import time
 
 import pandas as pd
-import pytest
-from live_data import DETECTORS, city, copy_of, live_store
+from live_data import DETECTORS, city
 from typer.testing import CliRunner
 
 from trafficcore.cli import app
@@ -16,20 +15,6 @@ from trafficcore.live.replay import replay
 from trafficcore.live.watch import watch
 
 T0 = pd.Timestamp("2025-03-17 00:00")
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    from trafficcore.data.store import Store
-
-    path = tmp_path_factory.mktemp("watch") / "town.duckdb"
-    live_store(Store(path))
-    return path
-
-
-@pytest.fixture
-def town(template, tmp_path):
-    return copy_of(template, tmp_path / "town.duckdb")
 
 
 def write_csv(path, rows: list[tuple[str, str, object]]) -> None:
