@@ -37,7 +37,8 @@ def test_workbook_shape(xlsx_tables):
     t = xlsx_tables
     assert len(t.sites) == 40
     assert len(t.detectors) == 140
-    assert len(t.observations) == 4192 * 96 == 402_432
+    # every approach-day's 96 intervals, less the 437 zeros of the hour the clocks skipped on 2006-10-29
+    assert len(t.observations) == 4192 * 96 - 437 == 401_995
     days = t.observations.assign(day=t.observations["ts"].dt.normalize())[["detector_id", "day"]].drop_duplicates()
     assert len(days) == 4192
     assert t.observations["ts"].min() == pd.Timestamp("2006-10-01 00:00")
@@ -110,6 +111,47 @@ def test_detectors_without_an_internal_id_use_their_location(xlsx_tables):
 
 
 @pytest.mark.realdata
+@pytest.mark.realdata
+def test_the_hour_daylight_saving_skipped_is_missing_not_zero(xlsx_tables):
+    """2006-10-29: the clocks skipped 02:00-03:00; its intervals read 0 on most rows (labelled 01:45-02:30)."""
+    obs = xlsx_tables.observations
+    day = obs[obs["ts"].dt.normalize() == pd.Timestamp("2006-10-29")]
+    per_slot = day.groupby("ts")["value"].agg(["size", lambda v: int((v == 0).sum())])
+    per_slot.columns = ["n", "zeros"]
+    gap = pd.date_range("2006-10-29 01:45", "2006-10-29 02:30", freq="15min")
+    # the rows that kept counting through the change keep their readings; the zeros are gone
+    assert per_slot.loc[gap, "n"].tolist() == [28, 27, 28, 28]
+    assert per_slot.loc[gap, "zeros"].sum() == 0
+    assert (per_slot.drop(gap)["n"] == 137).all()  # every other interval of the day has all its approaches
+    assert obs[obs["ts"] == pd.Timestamp("2006-10-29 02:45")]["value"].eq(0).sum() == 3  # real zeros stay
+    # no other day loses anything: 96 intervals per approach-day
+    other = obs[obs["ts"].dt.normalize() != pd.Timestamp("2006-10-29")]
+    assert (other.groupby(["detector_id", other["ts"].dt.normalize()]).size() == 96).all()
+
+
+def test_clock_change_gap_only_on_spring_forward_days():
+    days = np.array(["2006-10-28", "2006-10-29", "2006-10-29", "2006-10-30"], dtype="datetime64[ns]")
+    assert [str(t)[11:16] for t in scats.clock_change_gap(days)] == ["01:45", "02:00", "02:15", "02:30"]
+    # Melbourne's autumn change (clocks back, 2 April 2006) repeats an hour and skips none
+    assert len(scats.clock_change_gap(np.array(["2006-04-02"], dtype="datetime64[ns]"))) == 0
+    assert len(scats.clock_change_gap(days, "UTC")) == 0
+    eu = scats.clock_change_gap(np.array(["2006-03-26"], dtype="datetime64[ns]"), "Europe/Copenhagen")
+    assert [str(t)[11:16] for t in eu] == ["01:45", "02:00", "02:15", "02:30"]
+
+
+def test_zeros_on_the_skipped_hour_are_dropped_real_counts_kept(tmp_path):
+    zeros = _record(date="2006-10-29", base=5)
+    zeros[6 + 7:6 + 11] = ["0"] * 4  # V07..V10 read 0, as on most rows of the workbook
+    kept = _record(location="WARRIGAL_RD S of HIGH STREET_RD", hf="10503", date="2006-10-29", base=5)
+    t = scats.load(_write(tmp_path / "dst.csv", [zeros, kept, _record(date="2006-10-28")]))
+    n = t.observations.groupby("detector_id").size()
+    assert n["970:249"] == 2 * 96 - 4 and n["970:10503"] == 96
+    obs = t.observations.set_index(["detector_id", "ts"])["value"]
+    assert ("970:249", pd.Timestamp("2006-10-29 02:00")) not in obs.index
+    assert obs[("970:10503", pd.Timestamp("2006-10-29 02:00"))] == 5 + 8
+    assert obs[("970:249", pd.Timestamp("2006-10-28 02:00"))] == 8  # the day before: untouched
+
+
 def test_first_and_last_interval_of_970(xlsx_tables):
     det = xlsx_tables.detectors
     row = det[(det["site_id"] == "970") & (det["description"] == WARRIGAL_N)].iloc[0]
@@ -150,7 +192,7 @@ def test_reimporting_the_workbook_changes_nothing(xlsx_tables, store):
     again = store.ingest("boroondara", xlsx_tables)
     assert first == again
     summary = store.datasets()[0]
-    assert (summary["sites"], summary["detectors"], summary["observations"]) == (40, 140, 402_432)
+    assert (summary["sites"], summary["detectors"], summary["observations"]) == (40, 140, 401_995)
     assert len(store.adjacency("boroondara")) == len(xlsx_tables.adjacency)
 
 

@@ -23,8 +23,14 @@ Modelling choices, and why:
 - The xlsx stores dates as "YYYY-MM-DD 00:15"; only the date part is kept, and ``Vk`` starts at
   date + k x 15 min, in Melbourne wall-clock time as the data gives it. On 2006-10-29 (daylight
   saving began at 02:00) the workbook still has 96 intervals, so 02:00-02:45 appear although that
-  wall time did not exist; the counts for 01:45-02:30 that day are low, consistent with the hour
-  the clocks skipped. Nothing is shifted: the file is the record.
+  wall time did not exist. The intervals the clocks skipped read 0: 109-110 of the day's 137 approach
+  rows are 0 in each of V07..V10, against at most 4 in any other quarter-hour of that day. Those
+  zeros are not counts, so on a day when the zone's clocks go forward the loader drops the zero
+  readings of the skipped hour's intervals, labelled one interval early (`clock_change_gap`);
+  a model would otherwise learn, and be scored on, a traffic collapse that never happened. The
+  zeros sit one interval early (01:45-02:30, not 02:00-02:45), which agrees with the "00:15" date
+  stamps: the labels may be 15 minutes early. Nothing is shifted: the file's labels are kept, and
+  rows that kept counting through the change (28 of 137) keep their readings.
 - Adjacency (kind "road") links sites that share a normalised road name, either as the approach
   road or as the cross road of a Location. Among the sites on one road, only the shortest links
   that join them all are kept (a minimum spanning tree, which for sites strung along a road is the
@@ -484,8 +490,31 @@ def _site_roads(recs: pd.DataFrame) -> dict[str, list[str]]:
     return out
 
 
+def clock_change_gap(dates: np.ndarray, timezone: str = TIMEZONE) -> np.ndarray:
+    """The wall-clock interval starts, on `dates`, whose zero readings are the clocks' skipped hour.
+
+    For a day when `timezone`'s clocks go forward: the starts of the intervals that do not exist on the
+    wall clock, each one interval earlier (the module docstring says why). SCATS, 2006-10-29:
+    01:45, 02:00, 02:15, 02:30.
+    Other days contribute nothing. Returns sorted naive datetime64[ns] values.
+    """
+    step = pd.Timedelta(seconds=INTERVAL_S)
+    out: list[pd.Timestamp] = []
+    for day in pd.DatetimeIndex(pd.unique(pd.DatetimeIndex(dates).normalize())):
+        wall = pd.date_range(day, periods=96, freq=step)
+        skipped = wall[~_exists(wall, timezone)]
+        if len(skipped):
+            out.extend(pd.date_range(skipped[0] - step, skipped[-1] - step, freq=step))
+    return np.array(sorted(out), dtype="datetime64[ns]")
+
+
+def _exists(wall: pd.DatetimeIndex, timezone: str) -> np.ndarray:
+    """True where the naive wall time occurs in `timezone` (False inside a spring-forward gap)."""
+    return ~pd.isna(wall.tz_localize(timezone, nonexistent="NaT", ambiguous=True))
+
+
 def _observations(recs: pd.DataFrame) -> pd.DataFrame:
-    """Long rows: ts = date + k x 15 min for column Vk."""
+    """Long rows: ts = date + k x 15 min for column Vk, without the clock change's zeros (see the docstring)."""
     counts = recs[COUNT_COLUMNS].to_numpy(dtype=float)
     offsets = (np.arange(96) * INTERVAL_S).astype("timedelta64[s]").astype("timedelta64[ns]")
     ts = recs["date"].to_numpy(dtype="datetime64[ns]")[:, None] + offsets[None, :]
@@ -496,6 +525,8 @@ def _observations(recs: pd.DataFrame) -> pd.DataFrame:
             "value": counts.ravel(),
         }
     )
+    skipped = obs["ts"].isin(clock_change_gap(recs["date"].to_numpy())) & (obs["value"] == 0)
+    obs = obs[~skipped.to_numpy()]
     return obs.sort_values(["detector_id", "ts"], kind="stable").reset_index(drop=True)
 
 
