@@ -6,10 +6,10 @@ Presets (the language model; wall times measured on this project's 2-core CPU sh
 - `quick`: 2 pretrained MiniLM layers + LoRA. Phase 1 fits the numeric skip path over all training samples
   (6 epochs, leave-own-out profiles); phase 2 trains the fusion transformer for up to 600 steps of 64 samples,
   early-stopped on validation MAE. A 9-minute budget for the whole fit: under 10 minutes on the CPU.
-- `full`: the same network with 4 skip members trained for 20 epochs in phase 1, then up to 3,000 phase-2 steps
-  of 64 samples with early stopping; a 55-minute budget for the whole fit. On SCATS (Nov 29): phase 1 7.2 min,
-  phase 2 stopped early after 13 min, fit 21.3 min in all (docs/MODEL_REPORT.md). On a GPU (bf16 autocast) the
-  steps finish in a few minutes.
+- `full`: the same network with 4 skip members trained for 60 epochs in phase 1, then up to 3,000 phase-2 steps
+  of 64 samples with early stopping; a 55-minute budget for the whole fit. On SCATS (Nov 29, evening): phase 1
+  19.2 min, phase 2 stopped early after 7.3 min, fit 26.8 min in all (docs/MODEL_REPORT.md). On a GPU (bf16
+  autocast) the steps finish in a few minutes.
 - `demo`: the shipped demo model (late fusion on the frozen encoder, event-aware phase 2; a fixed number of steps,
   6.6 min on the CPU; data/demo_model/README.md).
 
