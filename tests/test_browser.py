@@ -315,9 +315,16 @@ def test_change_a_green_time_and_see_the_delay_change(server, page):
     page.get_by_role("heading", name="Signal what-if").wait_for()
     page.locator('[data-testid="stMetric"]', has_text="Mean control delay").first.wait_for()
     _idle(page)
-    before = _metric(page, "Mean control delay")
     box = page.get_by_label("Green (s)").first
+    # the default plan gives the first phase a long green; wait for it rather than read a box still being drawn
+    # (one slow run read 0 here and typed -12, a value the box refuses)
+    t0 = time.perf_counter()
+    while float(box.input_value() or 0) < 13 and time.perf_counter() - t0 < 30:
+        page.wait_for_timeout(100)
+    _idle(page)
     old = float(box.input_value())
+    assert old >= 13, f"the default plan's first green is {old} s"
+    before = _metric(page, "Mean control delay")
     box.fill(str(int(old) - 12))
     mark, t0 = _mark(server), time.perf_counter()
     box.press("Enter")
