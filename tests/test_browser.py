@@ -180,14 +180,21 @@ def _metric(page, label: str) -> str:
     return box.locator('[data-testid="stMetricValue"]').inner_text()
 
 
-def _wait_change(page, read, before, timeout_s: float = 30.0):
+def _wait_for(page, read, ok, timeout_s: float = 30.0):
+    """Poll `read()` until `ok(value)`; (the value, seconds waited), or the last value once the time is up."""
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
+    while True:
         now = read()
-        if now != before:
+        if ok(now) or time.perf_counter() - t0 >= timeout_s:
             return now, time.perf_counter() - t0
         page.wait_for_timeout(50)
-    raise AssertionError(f"value stayed {before!r} for {timeout_s} s")
+
+
+def _wait_change(page, read, before, timeout_s: float = 30.0):
+    now, waited = _wait_for(page, read, lambda v: v != before, timeout_s)
+    if now == before:
+        raise AssertionError(f"value stayed {before!r} for {timeout_s} s")
+    return now, waited
 
 
 IDLE_JS = ("() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state')"
@@ -318,9 +325,7 @@ def test_change_a_green_time_and_see_the_delay_change(server, page):
     box = page.get_by_label("Green (s)").first
     # the default plan gives the first phase a long green; wait for it rather than read a box still being drawn
     # (one slow run read 0 here and typed -12, a value the box refuses)
-    t0 = time.perf_counter()
-    while float(box.input_value() or 0) < 13 and time.perf_counter() - t0 < 30:
-        page.wait_for_timeout(100)
+    _wait_for(page, lambda: float(box.input_value() or 0), lambda green: green >= 13)
     _idle(page)
     old = float(box.input_value())
     assert old >= 13, f"the default plan's first green is {old} s"

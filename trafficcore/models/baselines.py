@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -552,10 +552,7 @@ class GradientBoosting(_Baseline):
         if self.max_train_samples is not None and len(train) > self.max_train_samples:
             train = train.subset(np.sort(rng.choice(len(train), self.max_train_samples, replace=False)))
         val = build_samples(panel, val_rows, spec=self.spec, neighbour_idx=nb) if len(val_rows) else None
-        if self.leave_own_out:
-            with self.profile.leaving_own_out(panel):
-                xs, names = self.features(panel, train)
-        else:
+        with self.profile.leaving_own_out(panel) if self.leave_own_out else nullcontext():
             xs, names = self.features(panel, train)
         vxs = self.features(panel, val)[0] if val is not None else None
         params = {

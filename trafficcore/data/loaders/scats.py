@@ -502,15 +502,10 @@ def clock_change_gap(dates: np.ndarray, timezone: str = TIMEZONE) -> np.ndarray:
     out: list[pd.Timestamp] = []
     for day in pd.DatetimeIndex(pd.unique(pd.DatetimeIndex(dates).normalize())):
         wall = pd.date_range(day, periods=96, freq=step)
-        skipped = wall[~_exists(wall, timezone)]
+        skipped = wall[pd.isna(wall.tz_localize(timezone, nonexistent="NaT", ambiguous=True))]
         if len(skipped):
             out.extend(pd.date_range(skipped[0] - step, skipped[-1] - step, freq=step))
     return np.array(sorted(out), dtype="datetime64[ns]")
-
-
-def _exists(wall: pd.DatetimeIndex, timezone: str) -> np.ndarray:
-    """True where the naive wall time occurs in `timezone` (False inside a spring-forward gap)."""
-    return ~pd.isna(wall.tz_localize(timezone, nonexistent="NaT", ambiguous=True))
 
 
 def _observations(recs: pd.DataFrame) -> pd.DataFrame:
