@@ -271,12 +271,11 @@ def test_scats_baselines_match_measured_mae(tmp_path):
 
 
 def test_profile_leaving_own_out_reads_the_other_days_only_inside_the_block(city, tmp_path):
-    from trafficcore.data.profile import daytype_slot
-    from trafficcore.models.baselines import Profile
+    from trafficcore.data.profile import DetectorProfile, daytype_slot
 
     panel, split = city
     rows = np.asarray(split.train)
-    prof = Profile.fit(panel, rows)
+    prof = DetectorProfile.fit(panel, rows)
     r = int(rows[200])
     cell = np.stack(daytype_slot(panel, rows), axis=1)
     others = rows[(cell == cell[200]).all(axis=1) & (rows != r)]

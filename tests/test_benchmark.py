@@ -167,7 +167,7 @@ def test_lm_inference_last_layer_reads_only_what_the_head_reads():
 
     from trafficcore.models.backbone import load_backbone
     from trafficcore.models.lm import LMConfig
-    from trafficcore.models.lm_net import FusionNet, _prune_last_layer
+    from trafficcore.models.lm.net import FusionNet, prune_last_layer
 
     torch.manual_seed(0)
     cfg = LMConfig(num_layers=2, dropout=0.0)
@@ -180,33 +180,8 @@ def test_lm_inference_last_layer_reads_only_what_the_head_reads():
              "input_ids": torch.randint(1000, 2000, (B, L)),
              "attention_mask": (torch.arange(L)[None, :] < lengths[:, None]).long()}
     pruned = copy.deepcopy(net)
-    assert _prune_last_layer(pruned) and not _prune_last_layer(pruned)  # once only
+    assert prune_last_layer(pruned) and not prune_last_layer(pruned)  # once only
     with torch.inference_mode():
         full, fast = net(batch), pruned(batch)
     assert full.abs().max() > 0.1
     torch.testing.assert_close(fast, full, atol=1e-4, rtol=1e-4)
-
-
-def test_saved_lm_loads_after_its_preset_changed(tmp_path):
-    """--speed and forecast load saved folders: a setting newer than the folder takes its old default, not the
-    preset's current value (the `full` preset now has 4 skip members; older folders hold one)."""
-    import shutil
-
-    from trafficcore import config
-    from trafficcore.models.lm import PRESETS, LMForecaster
-
-    src = config.DEMO_MODEL_DIR
-    if not (src / "config.json").exists():
-        pytest.skip(f"no shipped demo model in {src}")
-    cfg = json.loads((src / "config.json").read_text())
-    if PRESETS["full"]["model"].get("skip_members", 1) == 1:
-        pytest.skip("`full` no longer changes skip_members: nothing to check")
-    if cfg["model"].get("skip_members", 1) != 1:
-        pytest.skip("the shipped model has several skip members: it cannot stand in for an older one-member folder")
-    folder = tmp_path / "m"
-    shutil.copytree(src, folder)
-    cfg["model"].pop("skip_members", None)  # a folder saved before the setting existed
-    cfg["preset"] = "full"
-    (folder / "config.json").write_text(json.dumps(cfg))
-    m = LMForecaster.load(folder)
-    assert m.cfg.skip_members == 1 and m.preset == "full"

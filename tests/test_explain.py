@@ -16,10 +16,20 @@ class WordModel:
     """A transparent text+numbers model: last reading + 10 per 'concert' + 0.5 x last week."""
 
     name = "word-model"
-    use_text = True
+    reads_text = True  # the `ReadsText` capability: explanations credit its phrases
 
     def __init__(self):
         self.spec = WindowSpec(history_steps=8, horizons_min=(15, 30), n_neighbours=2)
+
+    def text_parts(self, panel, samples, note=None):
+        from trafficcore.data.windows import context_fields
+        from trafficcore.text import context_parts
+
+        return [context_parts(context_fields(panel, int(d), int(r), self.spec), note=note)
+                for d, r in zip(samples.detector_idx, samples.issue_idx, strict=True)]
+
+    def predict_samples(self, panel, samples):
+        return self.predict_with_texts(panel, samples, [" ".join(p) for p in self.text_parts(panel, samples)])
 
     def predict_with_texts(self, panel, samples, texts):
         bump = np.array([10.0 * t.lower().split().count("concert") for t in texts])
@@ -71,7 +81,7 @@ def test_note_changes_the_forecast(panel):
     plain = explain(WordModel(), panel, "C:S", "2025-01-10 18:30", 30)
     noted = explain(WordModel(), panel, "C:S", "2025-01-10 18:30", 30, note="Concert at the stadium at 7 pm")
     assert noted.prediction == pytest.approx(plain.prediction + 10)
-    assert dict(phrases(noted))["Concert at the stadium at 7 pm"] == pytest.approx(10.0)
+    assert dict(phrases(noted))["Concert at the stadium at 7 pm."] == pytest.approx(10.0)
 
 
 def test_gradient_boosting_tree_explainer(panel):

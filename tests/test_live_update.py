@@ -41,13 +41,16 @@ def shifted_tables(factor: float = 1.6):
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
     """A tiny LM trained on days 1-8 and validated on day 9 (so it has seen data up to 2025-01-09 23:45)."""
-    from trafficcore.models.lm import LMForecaster
+    from trafficcore.models.lm import LMForecaster, Phase, Recipe
 
     store = Store(tmp_path_factory.mktemp("upd") / "fit.duckdb")
     store.ingest("shift", shifted_tables())
     panel = load_panel(store, "shift")
-    m = LMForecaster(num_layers=1, max_val_samples=256, skip_pretrain_epochs=2, skip_pretrain_batch=64,
-                     train={"max_steps": 2, "batch_size": 16, "eval_every": 2, "progress": False, "device": "cpu"})
+    recipe = Recipe("test", "a tiny base model", (Phase("numeric", trains="numeric", epochs=2, batch_size=64),
+                                                  Phase("text", trains="text", steps=2, batch_size=16, evals=1,
+                                                        keep_start=True)),
+                    model={"num_layers": 1}, val_samples=256, eval_samples=256)
+    m = LMForecaster(recipe=recipe, device="cpu", progress=False)
     m.fit(panel, rows_between(panel, "2025-01-01", "2025-01-09", m.spec),
           rows_between(panel, "2025-01-09", "2025-01-10", m.spec))
     folder = tmp_path_factory.mktemp("base") / "lm"

@@ -18,14 +18,34 @@ from helpers import tiny_tables
 
 from trafficcore import config
 from trafficcore.data.panel import load_panel
+from trafficcore.data.profile import DetectorProfile
 from trafficcore.data.windows import WindowSpec, build_samples, context_fields, issue_grid
 from trafficcore.models.backbone import DEFAULT_BACKBONE, load_backbone, weights_sha256
 from trafficcore.models.base import predict
-from trafficcore.models.lm import LMForecaster, _calibrate
-from trafficcore.models.lm_inputs import DetectorStats, FastContext, numeric_inputs
-from trafficcore.models.lm_net import pinball
+from trafficcore.models.lm import RECIPES, LMForecaster, Phase, Recipe
+from trafficcore.models.lm.inputs import FastContext, numeric_inputs
+from trafficcore.models.lm.net import pinball
+from trafficcore.training.engine import calibrate_bands, draw_samples, stop_subset
 
 SPEC = WindowSpec()
+
+
+def tiny_recipe(numeric: float = 0.5, steps: int = 4, batch: int = 16, evals: int = 2, val: int = 128,
+                **text) -> Recipe:
+    """A recipe small enough for tests: an optional numeric phase, then `steps` of the transformer (trained
+    alone after a numeric phase, else together with the numeric path, as the GPU recipe does)."""
+    phases = []
+    if numeric:
+        phases.append(Phase("numeric", trains="numeric", epochs=numeric, batch_size=64, lr=2e-3, evals=2))
+    if steps:
+        phases.append(Phase("text", trains="text" if numeric else "all", steps=steps, batch_size=batch, evals=evals,
+                            keep_start=bool(numeric), **text))
+    return Recipe("test", "a tiny recipe for tests", tuple(phases), model={"num_layers": 1}, val_samples=val,
+                  eval_samples=val)
+
+
+def tiny_lm(recipe: Recipe | None = None, **architecture) -> LMForecaster:
+    return LMForecaster(recipe=recipe or tiny_recipe(), device="cpu", progress=False, **architecture)
 
 
 def _tiny_with_context():
@@ -70,10 +90,8 @@ def _split(panel):
 
 @pytest.fixture(scope="module")
 def fitted(panel):
-    m = LMForecaster(num_layers=1, max_val_samples=128, skip_pretrain_epochs=0.5, skip_pretrain_batch=64,
-                     train={"max_steps": 4, "batch_size": 16, "eval_every": 2, "progress": False, "device": "cpu"})
     sp = _split(panel)
-    return m.fit(panel, sp.train, sp.val)
+    return tiny_lm().fit(panel, sp.train, sp.val)
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -96,22 +114,22 @@ def test_fast_context_equals_the_reference(panel):
     assert fc.fields(0, len(panel.times))["issued_at"] == panel.times[-1] + panel.interval
 
 
-def test_stats_use_training_rows_only(panel):
+def test_profile_uses_training_rows_only(panel):
     rows = np.arange(96 * 7)
-    a = DetectorStats.fit(panel, rows)
+    a = DetectorProfile.fit(panel, rows)
     changed = dataclasses.replace(panel, values=panel.values.copy())
     changed.values[96 * 7:] = 1e6
-    b = DetectorStats.fit(changed, rows)
-    assert np.allclose(a.scale, b.scale) and np.allclose(a.profile, b.profile, equal_nan=True)
+    b = DetectorProfile.fit(changed, rows)
+    assert np.allclose(a.scale, b.scale) and np.allclose(a.table, b.table, equal_nan=True)
     assert np.allclose(a.scale, np.nanmean(panel.values[rows], axis=0))
-    unseen = DetectorStats.fit(panel, rows, exclude={"B:N"})
+    unseen = DetectorProfile.fit(panel, rows, exclude={"B:N"})
     scale, prof = unseen.for_panel(panel)
     assert np.isnan(unseen.scale[1]) and np.isfinite(scale[1]) and np.isfinite(prof[1]).all()
 
 
 def test_numeric_inputs_never_read_the_issue_interval_or_later(panel):
     """Rewrite everything from the issue time on: the inputs of samples issued then must not change."""
-    stats = DetectorStats.fit(panel, np.arange(96 * 8))
+    stats = DetectorProfile.fit(panel, np.arange(96 * 8))
     t0 = panel.index_of("2025-01-11 08:00")
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
     future = dataclasses.replace(panel, values=panel.values.copy())
@@ -130,7 +148,7 @@ def test_training_inputs_leave_their_own_reading_out_of_the_profile(panel):
     from trafficcore.data.profile import daytype_slot
 
     fit_rows = np.arange(96 * 8)
-    stats = DetectorStats.fit(panel, fit_rows)
+    stats = DetectorProfile.fit(panel, fit_rows)
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
     t0 = panel.index_of("2025-01-07 10:00")  # inside the fit rows
     s = build_samples(panel, np.array([t0]), spec=SPEC, neighbour_idx=nb)
@@ -153,13 +171,14 @@ def test_training_inputs_leave_their_own_reading_out_of_the_profile(panel):
     for f in ("own", "nbr", "target", "anchor"):
         assert np.array_equal(getattr(a, f), getattr(b, f)), f
     # a loaded model does not know its fit rows: nothing to leave out
-    restored = DetectorStats.restore(stats.detector_ids, stats.tensors())
-    assert restored.leave_own_out(panel) is None
+    restored = DetectorProfile.restore(stats.config(), stats.tensors())
+    assert restored.own_out_tables(panel) is None
+    np.testing.assert_array_equal(restored.for_panel(panel)[1], stats.for_panel(panel)[1])
 
 
 def test_anchor_follows_the_recent_ratio(panel):
     """The tiny data grow steadily, so recent readings exceed the training profile and the anchor rises above it."""
-    stats = DetectorStats.fit(panel, np.arange(96 * 8))
+    stats = DetectorProfile.fit(panel, np.arange(96 * 8))
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
     s = build_samples(panel, np.array([panel.index_of("2025-01-11 08:00")]), spec=SPEC, neighbour_idx=nb)
     x = numeric_inputs(panel, s, stats, nb)
@@ -192,7 +211,7 @@ def test_pinball_and_calibration():
     rng = np.random.default_rng(0)
     y = rng.normal(size=(4000, 1))
     narrow = np.stack([-0.5 * np.ones_like(y), np.zeros_like(y), 0.5 * np.ones_like(y)], axis=-1)
-    f = _calibrate(narrow, y)
+    f = calibrate_bands(narrow, y)
     lo, hi = -0.5 * f[0, 0], 0.5 * f[0, 1]
     assert np.mean((y[:, 0] >= lo) & (y[:, 0] <= hi)) == pytest.approx(0.8, abs=0.01)
 
@@ -207,16 +226,17 @@ def test_fit_predict_protocol(fitted, panel):
     assert (q[..., 0] <= q[..., 1]).all() and (q[..., 1] <= q[..., 2]).all() and (q >= 0).all()
     df = predict(m, panel, panel.times[sp.test[0]])
     assert len(df) == 12 and list(df["horizon_min"].unique()) == [15, 30, 45, 60]
-    assert m.metrics["steps"] == 4 and set(m.metrics["val"]) == {"15", "30", "45", "60"}
-    assert m.metrics["skip_pretrain"]["steps"] >= 1
+    assert [p["phase"] for p in m.metrics["phases"]] == ["numeric", "text"]
+    assert m.metrics["phases"][1]["steps"] == 4 and set(m.metrics["val"]) == {"15", "30", "45", "60"}
+    assert m.metrics["phases"][0]["steps"] >= 1 and m.metrics["clock_cut"] == []
 
 
 def test_the_model_reads_the_text(panel):
     """Same numbers, different words -> a different forecast (the text path is live)."""
-    m = LMForecaster(num_layers=1, max_val_samples=64, skip_pretrain_epochs=0,
-                     train={"max_steps": 3, "batch_size": 16, "eval_every": 3, "progress": False, "device": "cpu"})
+    m = tiny_lm(tiny_recipe(numeric=0, steps=3, evals=1, val=64))
     sp = _split(panel)
     m.fit(panel, sp.train, sp.val)
+    assert m.reads_text
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
     s = build_samples(panel, np.array([panel.index_of("2025-01-12 17:30")]), spec=SPEC, neighbour_idx=nb)
     base = m.predict_samples(panel, s)
@@ -233,7 +253,7 @@ def test_the_model_reads_the_text(panel):
 
 def test_zero_head_shortcut_is_exact(fitted, panel, monkeypatch):
     """With the transformer head at zero the encoder is skipped at inference; forcing it on changes nothing."""
-    from trafficcore.models import lm_net as lm_mod
+    from trafficcore.models.lm import net as lm_mod
 
     m = fitted
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
@@ -244,18 +264,18 @@ def test_zero_head_shortcut_is_exact(fitted, panel, monkeypatch):
         with torch.no_grad():
             last.weight.zero_()
             last.bias.zero_()
-        m._infer = None
+        m.reset_inference()
         short = m.predict_samples(panel, s)
-        assert m._inference_net().skip_only
+        assert m._inference_net().skip_only and not m.reads_text
         monkeypatch.setattr(lm_mod.FusionNet, "head_is_zero", lambda self: False)
-        m._infer = None
+        m.reset_inference()
         full = m.predict_samples(panel, s)
         assert not m._inference_net().skip_only
     finally:
         with torch.no_grad():
             last.weight.copy_(saved[0])
             last.bias.copy_(saved[1])
-        m._infer = None
+        m.reset_inference()
     assert np.allclose(short, full, atol=1e-5)
 
 
@@ -277,6 +297,12 @@ def test_save_load_roundtrip_stores_adapters_and_heads_only(fitted, panel, tmp_p
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
     s = build_samples(panel, _split(panel).test[:7], spec=SPEC, neighbour_idx=nb)
     assert np.allclose(m.predict_samples(panel, s), again.predict_samples(panel, s), atol=1e-5)
+    assert again.recipe == m.recipe and again.cfg == m.cfg  # from the folder, whatever the presets say today
+    bad = json.loads(json.dumps(cfg))
+    bad["model"]["level_feature"] = True  # a setting this version does not know: refused, not silently dropped
+    (tmp_path / "m" / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="unknown architecture fields"):
+        LMForecaster.load(tmp_path / "m")
     cfg["backbone"]["sha256"] = "0" * 64
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="sha256"):
@@ -293,17 +319,17 @@ def test_ablation_variants_differ_in_one_thing_each():
     for name, x in v.items():
         diff = {k for k in dataclasses.asdict(m.cfg) if getattr(x.cfg, k) != getattr(m.cfg, k)}
         assert len(diff) == 1, (name, diff)
-        assert x.train_cfg == m.train_cfg and x.net is None
+        assert x.recipe == m.recipe and x.net is None
 
 
 def test_numeric_only_ensemble_with_extra_tokens_roundtrips(panel, tmp_path):
-    m = LMForecaster(transformer=False, skip_members=3, level_feature=True, extra_tokens=("day", "long"),
-                     skip_pretrain_epochs=0.5, max_val_samples=64, train={"progress": False, "device": "cpu"})
+    m = tiny_lm(tiny_recipe(val=64), transformer=False, skip_members=3, extra_tokens=("day", "long"))
     sp = _split(panel)
     m.fit(panel, sp.train, sp.val)
     assert len(m.net.skip) == 3 and m.net.encoder is None and m.tokenizer is None
     assert set(m.token_dims) == {"own", "nbr", "week", "target", "calendar", "day", "long"}
-    assert m.token_dims["target"][1] == 17  # profile, anchor, last week, its flags (4 each) + level
+    assert m.token_dims["target"][1] == 16  # profile, anchor, last week, its flags (4 each)
+    assert [p["phase"] for p in m.metrics["phases"]] == ["numeric"]  # no transformer: the numeric phase alone
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
     s = build_samples(panel, sp.test[:6], spec=SPEC, neighbour_idx=nb)
     q = m.predict_samples(panel, s)
@@ -313,8 +339,7 @@ def test_numeric_only_ensemble_with_extra_tokens_roundtrips(panel, tmp_path):
 
 
 def test_frozen_mode_trains_no_encoder_weight(panel):
-    m = LMForecaster(num_layers=1, mode="frozen", use_text=False, max_val_samples=64, skip_pretrain_epochs=0,
-                     train={"max_steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu"})
+    m = tiny_lm(tiny_recipe(numeric=0, steps=2, batch=8, evals=1, val=64), mode="frozen", use_text=False)
     sp = _split(panel)
     m.fit(panel, sp.train, sp.val)
     assert not any(p.requires_grad for p in m.net.encoder.parameters())
@@ -324,7 +349,7 @@ def test_frozen_mode_trains_no_encoder_weight(panel):
 
 
 def test_fgm_perturbs_the_fusion_embeddings(panel, monkeypatch):
-    from trafficcore.models import lm_net as lm_mod
+    from trafficcore.models.lm import net as lm_mod
 
     seen = []
     forward = lm_mod.FusionNet.forward
@@ -335,9 +360,7 @@ def test_fgm_perturbs_the_fusion_embeddings(panel, monkeypatch):
         return forward(self, batch, embed_delta=embed_delta)
 
     monkeypatch.setattr(lm_mod.FusionNet, "forward", spy)
-    m = LMForecaster(num_layers=1, max_val_samples=32, skip_pretrain_epochs=0,
-                     train={"max_steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu",
-                            "fgm_eps": 0.5})
+    m = tiny_lm(tiny_recipe(numeric=0, steps=2, batch=8, evals=1, val=32, fgm_eps=0.5))
     sp = _split(panel)
     m.fit(panel, sp.train, sp.val)
     # step 1: the zero-initialised output layers make the loss flat in the embeddings (no direction yet)
@@ -345,15 +368,17 @@ def test_fgm_perturbs_the_fusion_embeddings(panel, monkeypatch):
 
 
 def test_training_resumes_from_its_state(panel, tmp_path):
-    """Stopped after one step (time limit 0), the run continues from step 1 to the end on --resume."""
-    kw = {"num_layers": 1, "use_text": False, "max_val_samples": 64, "skip_pretrain_epochs": 0.2}
-    tr = {"max_steps": 4, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu"}
+    """Stopped by its clock guard after one step, the text phase continues from step 1 to the end on resume,
+    without rerunning the numeric phase; the cut is recorded."""
     sp = _split(panel)
-    first = LMForecaster(**kw, train={**tr, "max_minutes": 0.0}).fit(panel, sp.train, sp.val, state_dir=tmp_path / "s")
-    assert first.metrics["steps"] == 1 and first.metrics["stopped"] == "time_limit"
-    again = LMForecaster(**kw, train=tr).fit(panel, sp.train, sp.val, state_dir=tmp_path / "s", resume=tmp_path / "s")
-    assert again.metrics["steps"] == 4 and again.metrics["skip_pretrain"] is None
-    assert [h["step"] for h in again.metrics["history"]] == [0, 1, 2, 4]  # 0: the phase-1 weights
+    cut = tiny_recipe(numeric=0.2, batch=8, val=64).with_changes(phases={"text": {"guard_minutes": 0.0}})
+    first = tiny_lm(cut, use_text=False).fit(panel, sp.train, sp.val, state_dir=tmp_path / "s")
+    assert first.metrics["phases"][-1]["steps"] == 1 and first.metrics["clock_cut"] == ["text"]
+    again = tiny_lm(tiny_recipe(numeric=0.2, batch=8, val=64), use_text=False).fit(
+        panel, sp.train, sp.val, state_dir=tmp_path / "s", resume=tmp_path / "s")
+    assert [p["phase"] for p in again.metrics["phases"]] == ["text"] and again.metrics["clock_cut"] == []
+    assert again.metrics["phases"][0]["steps"] == 4
+    assert [h["step"] for h in again.metrics["phases"][0]["history"]] == [0, 1, 2, 4]  # 0: the numeric weights
 
 
 # ------------------------------------------------------------------------------ events: the text and phase-2 sampling
@@ -376,7 +401,7 @@ def test_event_phrases_come_first_and_survive_the_demo_token_limit(panel):
     assert m.texts(panel, s)[0] == " ".join(parts)
     noted = m.text_parts(panel, s, note="concert at the stadium at 19:00")[0]
     assert noted[1] == "concert at the stadium at 19:00." and noted[0] == parts[0]  # the note comes before the site
-    demo_preset = LMForecaster.from_preset("demo")  # text_scope "events": the event phrases and the note only
+    demo_preset = LMForecaster(recipe="demo")  # text_scope "events": the event phrases and the note only
     assert demo_preset.text_parts(panel, s)[0] == parts[:1]
     assert demo_preset.text_parts(panel, _one(panel, "2025-01-08 12:00"))[0] == []
     tok = load_backbone(num_layers=1).tokenizer
@@ -400,31 +425,34 @@ def test_recent_event_mask_agrees_with_the_text(panel):
     assert want.sum() >= 20 and (got == want).all()
 
 
-def test_event_aware_sampling_gives_phase2_the_asked_event_share(panel):
+def test_event_sampler_gives_the_phase_the_asked_event_share(panel):
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
     tr = build_samples(panel, issue_grid(panel, spec=SPEC), spec=SPEC, neighbour_idx=nb)  # the events are late
     flag = FastContext(panel, SPEC).recent_event_mask(tr.detector_idx, tr.issue_idx)
     assert 0 < flag.mean() < 0.05  # events are rare in the plain data
-    on = LMForecaster(event_share=0.5)
-    pool = on._event_pool(panel, tr, budget=2 * int(flag.sum()), rng=np.random.default_rng(0))
-    assert len(pool) == 2 * flag.sum() and len(np.unique(pool)) == len(pool)
+
+    def phase(sampler: str, n: int) -> Phase:
+        return Phase("text", trains="text", steps=1, sampler=sampler, samples=n, event_share=0.5)
+
+    m = LMForecaster()
+    n = 2 * int(flag.sum())
+    pool = draw_samples(m, panel, tr, phase("events", n), np.random.default_rng(0))
+    assert len(pool) == n and len(np.unique(pool)) == len(pool)
     assert flag[pool].mean() == pytest.approx(0.5, abs=0.01)
-    off = LMForecaster()  # the default leaves other datasets' sampling unchanged: plain random draws
-    plain = off._event_pool(panel, tr, budget=2 * int(flag.sum()), rng=np.random.default_rng(0))
+    plain = draw_samples(m, panel, tr, phase("random", n), np.random.default_rng(0))  # plain random draws
     assert flag[plain].mean() < 0.1
-    no_text = LMForecaster(event_share=0.5, use_text=False)  # nothing to read: no reason to oversample
-    assert flag[no_text._event_pool(panel, tr, 400, np.random.default_rng(0))].mean() < 0.1
-    many = on._event_pool(panel, tr, budget=8 * int(flag.sum()), rng=np.random.default_rng(0))
+    no_text = LMForecaster(use_text=False)  # nothing to read: no reason to oversample
+    assert flag[draw_samples(no_text, panel, tr, phase("events", 400), np.random.default_rng(0))].mean() < 0.1
+    many = draw_samples(m, panel, tr, phase("events", 4 * n), np.random.default_rng(0))
     assert flag[many].mean() == pytest.approx(0.5, abs=0.01)  # event samples repeat: 4 passes over each
     assert np.bincount(many[flag[many]]).max() == 4 and len(np.unique(many[~flag[many]])) == (~flag[many]).sum()
 
 
 def test_late_fusion_reads_the_text_and_roundtrips(panel, tmp_path):
     """The demo preset's late fusion: words change the forecast; only the head and skip path are saved."""
-    m = LMForecaster.from_preset("demo", num_layers=1, max_val_samples=128, skip_pretrain_epochs=0,
-                                 time_budget_minutes=None,
-                                 train={"max_steps": 6, "batch_size": 32, "eval_every": 3, "progress": False,
-                                        "device": "cpu"})
+    demo = RECIPES["demo"]
+    text = dataclasses.replace(demo.phases[-1], trains="all", steps=6, batch_size=32, evals=2, keep_start=False)
+    m = tiny_lm(dataclasses.replace(demo, phases=(text,), val_samples=128, eval_samples=128), num_layers=1)
     sp = _split(panel)
     m.fit(panel, np.concatenate([sp.train, sp.test]), sp.val)  # the tiny panel's events are all after training
     assert m.net.late is not None and not m.net.head_is_zero()
@@ -453,10 +481,10 @@ def test_late_fusion_reads_the_text_and_roundtrips(panel, tmp_path):
     whole = build_samples(panel, rows, spec=SPEC, neighbour_idx=nb)
     fc = FastContext(panel, SPEC)
     n_whole = int(fc.recent_event_mask(whole.detector_idx, whole.issue_idx).sum())
-    m.cfg.max_val_samples, m.cfg.max_eval_samples = 24, 24
+    m.recipe = dataclasses.replace(m.recipe, val_samples=24, eval_samples=24)
     small = m.validation_samples(panel, rows)
     n_small = int(fc.recent_event_mask(small.detector_idx, small.issue_idx).sum())
-    sub = m._eval_subset(panel, small, m.prepare(panel, small), rows)
+    sub = stop_subset(m, panel, text, small, m.prepare(panel, small), rows)
     assert len(sub) == 24 and n_small < min(12, n_whole)
     assert (sub.text_lengths() > 0).sum() >= min(12, n_whole)  # event samples have text; half of the subset
 

@@ -171,26 +171,38 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(p, q, atol=1e-6)
 
 
-def test_checkpoint_folder_is_safetensors_and_json(tmp_path):
-    d = checkpoint.save_model(tmp_path / "m", {"w": torch.ones(2, 3), "s": np.arange(4, dtype=np.float32)},
-                              {"model_class": "lm", "x": np.float32(1.5), "p": Path("/a")})
-    assert sorted(f.name for f in d.iterdir()) == ["config.json", "model.safetensors"]
-    tensors, cfg = checkpoint.load_model(d)
-    assert torch.equal(tensors["w"], torch.ones(2, 3)) and tensors["s"].tolist() == [0, 1, 2, 3]
-    assert cfg["x"] == 1.5 and cfg["p"] == "/a" and cfg["format_version"] == checkpoint.FORMAT_VERSION
+def test_model_folder_is_safetensors_and_json(tmp_path):
+    from trafficcore.models import files
+
+    d = files.save_folder(tmp_path / "m", {"model_class": "lm", "x": np.float32(1.5), "p": Path("/a")},
+                          {"w": np.ones((2, 3), np.float32), "s": np.arange(4, dtype=np.float32)},
+                          {"extra.json": {"v": np.int64(3)}})
+    assert sorted(f.name for f in d.iterdir()) == ["config.json", "extra.json", "model.safetensors"]
+    tensors, cfg = files.read_folder(d, "lm")
+    assert tensors["w"].tolist() == [[1, 1, 1]] * 2 and tensors["s"].tolist() == [0, 1, 2, 3]
+    assert cfg["x"] == 1.5 and cfg["p"] == "/a" and cfg["format_version"] == files.FORMAT_VERSION
+    assert files.read_document(d, "extra.json") == {"v": 3}
+    with pytest.raises(ValueError, match="holds a 'lm' model, not 'gbt'"):
+        files.read_folder(d, "gbt")
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
-        checkpoint.load_model(tmp_path / "nothing")
+        files.read_folder(tmp_path / "nothing")
+    cfg["format_version"] = 1
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="format 1.*train it again"):
+        files.read_folder(d)
 
 
 def test_fingerprint_changes_with_any_reading():
     v = np.arange(12, dtype=np.float32).reshape(4, 3)
     times = np.arange(4).astype("datetime64[h]")
-    a = checkpoint.data_fingerprint(v, times, ["a", "b", "c"], "x")
+    from trafficcore.models.files import data_fingerprint
+
+    a = data_fingerprint(v, times, ["a", "b", "c"], "x")
     v2 = v.copy()
     v2[2, 1] += 1
-    assert a == checkpoint.data_fingerprint(v.copy(), times, ["a", "b", "c"], "x")
-    assert a != checkpoint.data_fingerprint(v2, times, ["a", "b", "c"], "x")
-    assert a != checkpoint.data_fingerprint(v, times, ["a", "b", "d"], "x")
+    assert a == data_fingerprint(v.copy(), times, ["a", "b", "c"], "x")
+    assert a != data_fingerprint(v2, times, ["a", "b", "c"], "x")
+    assert a != data_fingerprint(v, times, ["a", "b", "d"], "x")
 
 
 # ------------------------------------------------------------------------------ DDP
@@ -201,14 +213,17 @@ DDP_WORKER = textwrap.dedent('''
     from trafficcore.data.store import Store
     from trafficcore.data.panel import load_panel
     from trafficcore.evaluation.protocols import standard_split
-    from trafficcore.models.lm import LMForecaster
+    from trafficcore.models.lm import LMForecaster, Phase, Recipe
     from trafficcore.training import checkpoint
 
     rank = int(os.environ["RANK"])
     store = Store(sys.argv[1], read_only=True)
     panel = load_panel(store, "tiny")
-    m = LMForecaster(num_layers=1, max_val_samples=64, skip_pretrain_epochs=0.2, skip_pretrain_batch=32,
-                     train={"max_steps": 3, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu"})
+    recipe = Recipe("ddp", "two ranks", (Phase("numeric", trains="numeric", epochs=0.2, batch_size=32, evals=2),
+                                         Phase("text", trains="text", steps=3, batch_size=8, evals=2,
+                                               keep_start=True)),
+                    model={"num_layers": 1}, val_samples=64, eval_samples=64)
+    m = LMForecaster(recipe=recipe, device="cpu", progress=False)
     split = standard_split(panel, m.spec)
     m.fit(panel, split.train, split.val)
     state = checkpoint.trainable_state(m.net)
@@ -285,7 +300,8 @@ def test_train_lm_command_writes_a_small_model(tiny_db, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_class"] == "lm" and cfg["backbone"]["sha256"] and cfg["training_data_sha256"]
     assert set(cfg["metrics"]["val"]) == {"15", "30", "45", "60"}
-    assert (out / "training_state" / checkpoint.STATE_JSON).exists()
+    assert (out / "training_state" / "text" / checkpoint.STATE_JSON).exists()
+    assert cfg["recipe"]["name"] == "quick" and cfg["recipe"]["phases"][-1]["steps"] == 2
     assert (out / "model.safetensors").stat().st_size < 10 * 2**20
 
 

@@ -34,8 +34,8 @@ import pandas as pd
 
 from trafficcore.data.panel import Panel
 from trafficcore.data.profile import daytype_slot, slot_means
-from trafficcore.data.windows import Samples, build_samples, context_fields
-from trafficcore.text import context_text
+from trafficcore.data.windows import Samples, build_samples
+from trafficcore.models.base import ReadsText, TreeEnsemble, reads_text
 
 #: numeric groups of the permutation explainer: name -> history positions counted from the newest (1 = last 15 min)
 LAG_GROUPS = {
@@ -125,11 +125,11 @@ def explain(
     samples = build_samples(panel, np.array([row]), np.array([d]), model.spec)
     typical = float(_typical(panel, d, row, model.spec)[1][j])
     lengths: list[int] = []
-    if hasattr(model, "boosters"):
+    if isinstance(model, TreeEnsemble):
         out = _explain_tree(model, panel, samples, j)
         text = ""
     else:
-        text, lengths = _context_of(model, panel, samples, note) if _reads_text(model) else ("", [])
+        text, lengths = _context_of(model, panel, samples, note) if reads_text(model) else ("", [])
         out = _explain_permutation(model, panel, samples, j, text, n_permutations, seed)
     base, pred, tokens, features = out
     expl = Explanation(
@@ -150,22 +150,12 @@ def explain(
     return expl
 
 
-def _context_of(model, panel: Panel, samples: Samples, note: str | None) -> tuple[str, list[int]]:
-    """The text the model itself reads for this sample, with the note where the model puts it, and the
-    number of words of each of its phrases (when the model says; an event text may hold several sentences,
-    so splitting at full stops would cut the event's phrase in pieces)."""
-    if callable(getattr(model, "text_parts", None)):
-        parts = model.text_parts(panel, samples, note=note.strip() if note and note.strip() else None)[0]
-        return " ".join(parts), [len(p.split()) for p in parts]
-    if callable(getattr(model, "texts", None)):
-        base = model.texts(panel, samples)[0]
-    else:
-        base = context_text(context_fields(panel, int(samples.detector_idx[0]), int(samples.issue_idx[0]), model.spec))
-    return (f"{base} {note.strip()}" if note and note.strip() else base), []
-
-
-def _reads_text(model) -> bool:
-    return callable(getattr(model, "predict_with_texts", None))
+def _context_of(model: ReadsText, panel: Panel, samples: Samples, note: str | None) -> tuple[str, list[int]]:
+    """The text the model itself reads for this sample, with the note where the model puts it, and the number
+    of words of each of its phrases (an event text may hold several sentences, so splitting at full stops would
+    cut the event's phrase in pieces)."""
+    parts = model.text_parts(panel, samples, note=note.strip() if note and note.strip() else None)[0]
+    return " ".join(parts), [len(p.split()) for p in parts]
 
 
 # --------------------------------------------------------------------------- reference values

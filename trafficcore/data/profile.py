@@ -6,6 +6,8 @@ explainer's "typical" reference and the dashboard, so "typical" means the same e
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
 
@@ -88,3 +90,144 @@ def without_own_reading(mean: np.ndarray, count: np.ndarray, values: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         fixed = (np.asarray(mean, dtype=np.float64) * count - np.where(own, v, 0.0)) / np.maximum(count - 1, 1)
     return np.where(own, fixed, mean)
+
+
+class DetectorProfile:
+    """Each detector's typical day and size, fit on the rows a model may learn from; keyed by detector id.
+
+    One class for every model (gradient boosting and the baselines look values up with `lookup`; the
+    language model reads whole aligned tables with `for_panel`), so "typical" and "leave own out" mean the
+    same in both. Holds:
+
+    - `table[d, k, slot]`: mean reading per detector x day type x time of day (NaN where never seen);
+    - `cross[k, slot]`: the mean of `table` over detectors (the baselines' fallback), then `overall`;
+    - `scale[d]`: the detector's mean reading (the language model divides everything by it);
+    - `shape[k, slot]`: the cross-site mean of table / scale (the language model's fallback, times the median
+      scale for a detector it never saw).
+
+    Training only (not saved): the fit rows and readings per cell, for `leave_own_out`.
+    """
+
+    def __init__(self, detector_ids: list[str], interval_min: int, table: np.ndarray, cross: np.ndarray,
+                 overall: float, scale: np.ndarray, shape: np.ndarray):
+        self.detector_ids = list(detector_ids)
+        self.interval_min = int(interval_min)
+        self.table = np.asarray(table, dtype=np.float32)
+        self.cross = np.asarray(cross, dtype=np.float32)
+        self.overall = float(overall)
+        self.scale = np.asarray(scale, dtype=np.float32)
+        self.shape = np.asarray(shape, dtype=np.float32)
+        self._index = pd.Index(self.detector_ids)
+        self._fit: tuple[np.ndarray, np.ndarray] | None = None  # (rows, readings per cell): training only
+        self._loo: tuple[np.ndarray, np.ndarray] | None = None  # active `leaving_own_out` (row mask, counts)
+
+    @classmethod
+    def fit(cls, panel: Panel, rows, exclude: set[str] | None = None) -> DetectorProfile:
+        """Fit on panel rows (those outside the panel ignored); `exclude` names detectors to treat as unseen."""
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        rows = rows[(rows >= 0) & (rows < len(panel.times))]
+        values = panel.values
+        if exclude:
+            values = values.copy()
+            values[:, [i for i, d in enumerate(panel.detectors["detector_id"]) if d in exclude]] = np.nan
+        table, counts = slot_table(panel, rows, values)
+        vals = values[rows].astype(np.float64)
+        overall = float(np.nanmean(vals)) if np.isfinite(vals).any() else 0.0
+        cross = nanmean(table, axis=0)
+        cross = np.where(np.isfinite(cross), cross, overall)
+        scale = nanmean(vals, axis=0)
+        seen = np.isfinite(scale) & (scale > 0)
+        if not seen.any():
+            raise ValueError("no training readings at all: cannot fit detector profiles")
+        scale = np.where(seen, np.maximum(scale, 1e-3), np.nan)
+        shape = nanmean(table[seen] / scale[seen, None, None], axis=0)
+        shape = np.where(np.isfinite(shape), shape, 1.0)
+        prof = cls(list(panel.detectors["detector_id"]), int(panel.interval / pd.Timedelta(minutes=1)), table, cross,
+                   overall, scale, shape)
+        prof._fit = (rows, counts.astype(np.float32))
+        return prof
+
+    # ---------------------------------------------------------------- leave own out
+    def own_out_tables(self, panel: Panel) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows the profile was fit on as a (T,) mask, readings per cell aligned with the panel's columns), or
+        None when unknown (a loaded profile).
+
+        Why leave own out: a training sample's profile is an average that contains the sample's own reading
+        (weight 1/6 on a weekend slot of three training weeks). A model trained on that learns to trust the
+        profile more than it deserves on days it has never seen (validation, test, live). Training inputs
+        therefore read each cell without the reading of the very row being looked up, the same as for a day
+        outside the training rows.
+        """
+        if self._fit is None:
+            return None
+        idx = self.columns_for(panel)
+        counts = np.where((idx >= 0)[:, None, None], self._fit[1][np.clip(idx, 0, None)], 0.0)
+        return row_mask(self._fit[0], len(panel.times)), counts.astype(np.float32)
+
+    @contextmanager
+    def leaving_own_out(self, panel: Panel):
+        """Within this block `lookup` leaves each fit row's own reading out (nothing changes for a loaded profile)."""
+        loo = self.own_out_tables(panel)
+        if loo is None:
+            yield self
+            return
+        self._loo = loo
+        try:
+            yield self
+        finally:
+            self._loo = None
+
+    # ---------------------------------------------------------------- reading it
+    def columns_for(self, panel: Panel) -> np.ndarray:
+        """Row of the tables for each panel column (-1 for detectors this profile never saw)."""
+        if int(panel.interval / pd.Timedelta(minutes=1)) != self.interval_min:
+            raise ValueError(f"profile was fit on {self.interval_min}-minute data, panel is {panel.interval}")
+        return self._index.get_indexer(panel.detectors["detector_id"])
+
+    def lookup(self, panel: Panel, det_idx: np.ndarray, rows: np.ndarray, cross_only: bool = False) -> np.ndarray:
+        """Profile value of panel columns `det_idx` at panel rows `rows` (same shape; rows < 0 -> NaN); unseen
+        cells fall back to the cross-detector mean."""
+        det_idx, rows = np.broadcast_arrays(np.asarray(det_idx), np.asarray(rows, dtype=np.int64))
+        r = np.clip(rows, 0, None)
+        daytype, slot = daytype_slot(panel, np.arange(int(r.max(initial=0)) + 1))  # per row once, then gathered
+        daytype, slot = daytype[r], slot[r]
+        out = self.cross[daytype, slot].astype(np.float64)
+        if not cross_only:
+            prow = self.columns_for(panel)[det_idx]
+            own = np.where(prow >= 0, self.table[np.clip(prow, 0, None), daytype, slot], np.nan)
+            if self._loo is not None:
+                n = np.where(prow >= 0, self._loo[1][det_idx, daytype, slot], 0.0)
+                own = without_own_reading(own, n, panel.values, rows, det_idx, self._loo[0])
+            out = np.where(np.isfinite(own), own, out)
+        return np.where(rows >= 0, out, np.nan)
+
+    def level(self, panel: Panel) -> np.ndarray:
+        """Mean profile value of each panel column (the detector's typical size; NaN if unseen)."""
+        prow = self.columns_for(panel)
+        lv = nanmean(self.table.reshape(len(self.detector_ids), -1), axis=1)
+        return np.where(prow >= 0, lv[np.clip(prow, 0, None)], np.nan)
+
+    def for_panel(self, panel: Panel) -> tuple[np.ndarray, np.ndarray]:
+        """(scale (D,), table (D, 2, slots)) aligned with the panel's columns; a detector never seen gets the
+        median scale, a cell never seen the cross-site shape times the detector's scale."""
+        if self.table.shape[2] != slots_per_day(panel):
+            raise ValueError(f"model was fit on {self.table.shape[2]} slots a day, "
+                             f"the panel has {slots_per_day(panel)}")
+        idx = self.columns_for(panel)
+        scale = np.where(idx >= 0, self.scale[np.clip(idx, 0, None)], np.nan)
+        scale = np.where(np.isfinite(scale), scale, float(np.nanmedian(self.scale))).astype(np.float32)
+        prof = np.where((idx >= 0)[:, None, None], self.table[np.clip(idx, 0, None)], np.nan)
+        prof = np.where(np.isfinite(prof), prof, self.shape[None] * scale[:, None, None])
+        return scale, prof.astype(np.float32)
+
+    # ---------------------------------------------------------------- saving it
+    def tensors(self, prefix: str = "profile") -> dict[str, np.ndarray]:
+        return {f"{prefix}.{k}": np.ascontiguousarray(getattr(self, k)) for k in ("table", "cross", "scale", "shape")}
+
+    def config(self) -> dict:
+        return {"detector_ids": self.detector_ids, "interval_min": self.interval_min, "overall": self.overall}
+
+    @classmethod
+    def restore(cls, cfg: dict, tensors: dict[str, np.ndarray], prefix: str = "profile") -> DetectorProfile:
+        t = {k: np.asarray(tensors[f"{prefix}.{k}"]) for k in ("table", "cross", "scale", "shape")}
+        return cls(cfg["detector_ids"], cfg["interval_min"], overall=cfg["overall"], **t)

@@ -58,13 +58,13 @@ def benchmark(
         _fail("--models is empty")
     model_kwargs = {}
     if preset:
-        from trafficcore.models.lm import PRESETS
+        from trafficcore.models.lm import RECIPES
 
         if "lm" not in names:
             _fail("--preset sets the lm model's training preset, but lm is not in --models")
-        if preset not in PRESETS:
-            _fail(f"unknown preset {preset!r}; choose from {', '.join(sorted(PRESETS))}")
-        model_kwargs = {"lm": {"preset": preset}}
+        if preset not in RECIPES:
+            _fail(f"unknown preset {preset!r}; choose from {', '.join(sorted(RECIPES))}")
+        model_kwargs = {"lm": {"recipe": preset}}
     bar = tqdm(total=1 + 2 * len(names), unit="step", dynamic_ncols=True, leave=False)
     started = time.perf_counter()
 

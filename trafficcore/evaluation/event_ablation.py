@@ -34,9 +34,9 @@ VARIANTS = ("with text", "no event words", "shuffled events", "numeric path")
 
 def event_samples(model, panel: Panel, rows: np.ndarray, limit: int, seed: int = 0) -> tuple[Samples, pd.DataFrame]:
     """Up to `limit` seeded-random samples of `rows` that mention a recent or upcoming event, with their labels."""
-    from trafficcore.models.lm_inputs import FastContext
+    from trafficcore.models.lm.inputs import FastContext
 
-    s = build_samples(panel, np.asarray(rows, dtype=np.int64), spec=model.spec, neighbour_idx=model._neighbours(panel))
+    s = build_samples(panel, np.asarray(rows, dtype=np.int64), spec=model.spec, neighbour_idx=model.neighbours(panel))
     s = s.subset(np.isfinite(s.targets).any(axis=1))
     fc = FastContext(panel, model.spec)
     idx = np.flatnonzero(fc.recent_event_mask(s.detector_idx, s.issue_idx))

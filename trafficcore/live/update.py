@@ -6,20 +6,20 @@
    its data went (`train_end` in config.json: the newest reading its fit or model selection looked at);
 2. splits what came after into fine-tuning days, a validation slice (the last of those days, for early
    stopping) and the held-out newest day(s), which only the final comparison sees;
-3. fine-tunes a copy from the current weights with the project's training loop
-   (`trafficcore.training.loop.train`, the same engine as `trafficcore train`) on samples from the new
-   days mixed with replayed samples from older days (`--replay-ratio`, against catastrophic forgetting);
-   early stopping scores the starting weights too, so on validation the copy never ends worse than it
-   began;
+3. fine-tunes a copy from the current weights through the model's public `update` (one update phase run
+   by the same training engine as `trafficcore train`, `trafficcore.training.engine`) on samples from the
+   new days mixed with replayed samples from older days (`--replay-ratio`, against catastrophic
+   forgetting); early stopping scores the starting weights too, so on validation the copy never ends
+   worse than it began;
 4. scores current and candidate on the held-out day(s) (MAE per horizon) and on the newest old day(s),
    which replay does not draw from (forgetting);
 5. registers both and promotes the candidate only if its held-out MAE (pooled over horizons) is lower.
 
-What is trained. The detector scalers stay those of the original fit (the weights were learnt in their
-units). When the saved transformer head is exactly zero (phase 2 of the original fit did not beat the
-numeric skip path, see `trafficcore.models.lm`) only the skip path is fine-tuned, at thousands of samples
-per second; otherwise every trainable tensor is (adapters, projections, head, skip path). The P10/P90
-band is re-calibrated on the validation slice of new data.
+What is trained. The detector profiles stay those of the original fit (the weights were learnt in their
+units). When the saved transformer head is exactly zero (the original fit's text phase did not beat the
+numeric skip path) only the skip path is fine-tuned, at thousands of samples per second; otherwise every
+trainable tensor is (adapters, projections, head, skip path). The P10/P90 band is re-calibrated on the
+validation slice of new data (`trafficcore.models.lm.recipes.update_phase`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from trafficcore.data.panel import Panel
 from trafficcore.data.store import Store
 from trafficcore.errors import TrafficCoreError
 from trafficcore.live import registry
+from trafficcore.models.files import read_config
 
 
 class UpdateError(TrafficCoreError):
@@ -137,95 +138,10 @@ def replay_rows(w: Windows, ratio: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(w.replay_pool, n, replace=False))
 
 
-# ------------------------------------------------------------------------------ fine-tuning
-def finetune(model, panel: Panel, train_rows: np.ndarray, val_rows: np.ndarray, steps: int, lr: float,
-             seed: int = 0, progress: bool = True, max_minutes: float | None = None) -> dict:
-    """Fine-tune a loaded `LMForecaster` in place from its current weights (training loop of the project,
-    early stopping on `val_rows` with the starting weights scored first); returns a summary."""
-    import torch
-
-    from trafficcore.data.windows import build_samples
-    from trafficcore.models.lm import _calibrate, _metrics, _Task
-    from trafficcore.training import checkpoint
-    from trafficcore.training.loop import TrainConfig, cpu_threads, seed_everything, train
-
-    t0 = time.perf_counter()
-    seed_everything(seed)
-    m, net = model, model.net
-    device = next(net.parameters()).device
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(device))
-    skip_only = net.encoder is None or (net.skip is not None and net.head_is_zero())
-    nb = m._neighbours(panel)
-    tr = build_samples(panel, train_rows, spec=m.spec, neighbour_idx=nb)
-    tr = tr.subset(np.isfinite(tr.targets).any(axis=1))
-    batch = m.cfg.skip_pretrain_batch if skip_only else m.train_cfg.batch_size
-    budget = max(1, steps) * batch
-    if not skip_only and len(tr) > budget:  # tokenising costs; the loop sees at most steps x batch samples
-        tr = tr.subset(np.sort(np.random.default_rng(seed).choice(len(tr), budget, replace=False)))
-    if skip_only:  # scoring the skip path is cheap: early-stop and calibrate on every validation sample (less noise)
-        va = build_samples(panel, val_rows, spec=m.spec, neighbour_idx=nb)
-        va = va.subset(np.isfinite(va.targets).any(axis=1))
-    else:
-        va = m.validation_samples(panel, val_rows)
-    p_tr = m.prepare(panel, tr, numeric_only=skip_only)
-    p_va = m.prepare(panel, va, numeric_only=skip_only)
-    p_stop = p_va if skip_only else p_va.head(m.cfg.max_eval_samples)
-    flags = {n: p.requires_grad for n, p in net.named_parameters()}
-    old_scale = net.skip_lr_scale
-    result = None
-    try:
-        if skip_only:
-            net.skip_only = True
-            for n, p in net.named_parameters():
-                p.requires_grad_(n.startswith("skip."))
-        else:
-            net.skip_lr_scale = 1.0
-            for n, p in net.named_parameters():
-                p.requires_grad_(flags[n] or n.startswith("skip."))
-        if steps > 0:
-            tc = TrainConfig(lr=lr, encoder_lr=lr / 2, weight_decay=m.train_cfg.weight_decay, warmup_frac=0.05,
-                             schedule="cosine", max_steps=steps, batch_size=batch, eval_every=max(1, steps // 6),
-                             patience=3, eval_at_start=True, seed=seed, device=str(device.type), progress=progress,
-                             clip_grad=m.train_cfg.clip_grad, max_minutes=max_minutes)
-            result = train(net, _Task(m, p_tr, p_stop, seed), tc, device)
-    finally:
-        net.skip_only = False
-        net.skip_lr_scale = old_scale
-        for n, p in net.named_parameters():
-            p.requires_grad_(flags[n])
-    net.eval()
-    m._infer = None
-    q = m._predict_prepared(p_va, device, calibrated=False)
-    if m.cfg.calibrate:
-        m.interval_scale = _calibrate(q, p_va.targets)
-    hmax = int(m.spec.horizon_steps(panel.interval).max())
-    read = np.unique((np.concatenate([train_rows, val_rows])[:, None]
-                      + np.arange(-m.spec.history_steps, hmax)[None, :]).ravel())
-    m.fingerprint = checkpoint.data_fingerprint(panel.values[read], panel.times[read],
-                                                panel.detectors["detector_id"], panel.dataset)
-    m.train_end = str(panel.times[int(read.max())])
-    summary = {
-        "trained": "skip path only (transformer head is zero)" if skip_only else "all trainable tensors",
-        "train_samples": len(p_tr), "val_samples": len(p_va), "batch_size": batch, "lr": lr,
-        "steps": 0 if result is None else result.steps, "best_step": 0 if result is None else result.best_step,
-        "stopped": "no steps" if result is None else result.stopped,
-        "best_val_mae": None if result is None else result.best_val_mae,
-        "history": [] if result is None else result.history, "wall_s": round(time.perf_counter() - t0, 1),
-    }
-    m.metrics = {**{k: v for k, v in m.metrics.items() if k in ("val",)},
-                 "val_after_update": _metrics(m._apply_intervals(q), p_va.targets, m.spec.horizons_min),
-                 "update": summary}
-    return summary
-
-
 # ------------------------------------------------------------------------------ evaluation
 def evaluate(model, panel: Panel, rows: np.ndarray, max_samples: int | None = None, seed: int = 0) -> dict:
     """MAE per horizon, pooled MAE and P10-P90 coverage over every detector at the given issue rows."""
-    from trafficcore.data.windows import build_samples
-
-    s = build_samples(panel, rows, spec=model.spec, neighbour_idx=model._neighbours(panel))
-    s = s.subset(np.isfinite(s.targets).any(axis=1))
+    s = model.samples(panel, rows)
     if max_samples is not None and len(s) > max_samples:
         s = s.subset(np.sort(np.random.default_rng(seed).choice(len(s), max_samples, replace=False)))
     q = model.predict_samples(panel, s)
@@ -268,8 +184,6 @@ def run_update(store: Store, dataset: str, model_dir: str | Path | None = None, 
                promote: bool = True, lr: float = 5e-4, since: str | None = None, seed: int = 0,
                max_eval_samples: int | None = None, progress: bool = True, echo=print) -> UpdateResult:
     """The whole update (see the module docstring); `echo` receives progress lines."""
-    import json
-
     from tqdm.auto import tqdm
 
     from trafficcore.data.panel import load_panel
@@ -278,7 +192,7 @@ def run_update(store: Store, dataset: str, model_dir: str | Path | None = None, 
     timings: dict[str, float] = {}
     t = time.perf_counter()
     path, cur_row = current_lm(store, dataset, model_dir)
-    cfg = json.loads((path / "config.json").read_text())
+    cfg = read_config(path)
     if cfg.get("model_class") != "lm":
         raise UpdateError(f"{path} holds a {cfg.get('model_class')!r} model, not a language model: `update` "
                           "fine-tunes language models (pass --model DIR, or promote one)")
@@ -298,7 +212,8 @@ def run_update(store: Store, dataset: str, model_dir: str | Path | None = None, 
          f"validation {w.periods['validation'][0]} .. {w.periods['validation'][1]}; "
          f"held out {w.periods['holdout'][0]} .. {w.periods['holdout'][1]}")
     t = time.perf_counter()
-    ft = finetune(candidate, panel, np.concatenate([w.train, rep]), w.val, steps, lr, seed=seed, progress=progress)
+    candidate.seed, candidate.progress = seed, progress
+    ft = candidate.update(panel, np.concatenate([w.train, rep]), w.val, steps=steps, lr=lr)
     ft["replay_ratio"], ft["replayed_issue_times"], ft["new_issue_times"] = replay_ratio, len(rep), len(w.train)
     timings["finetune_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -323,7 +238,7 @@ def run_update(store: Store, dataset: str, model_dir: str | Path | None = None, 
     run_id = f"update-{dataset}-{stamp:%Y%m%dT%H%M%S}-{np.random.default_rng().integers(16**6):06x}"
     dest = Path(out) if out is not None else model_dir_for(store, dataset, run_id)
     candidate.save(dest)
-    ccfg = json.loads((dest / "config.json").read_text())
+    ccfg = read_config(dest)
     metrics = {"evaluation": evaluation, "periods": w.periods, "update": ft,
                "holdout_mae": evaluation["holdout"]["candidate"]["mae"],
                "holdout_mae_parent": evaluation["holdout"]["current"]["mae"], "better_than_parent": better}
@@ -335,6 +250,9 @@ def run_update(store: Store, dataset: str, model_dir: str | Path | None = None, 
     status = "promoted" if do_promote else ("candidate" if better else "rejected")
     return UpdateResult(cur_id, run_id, str(dest), do_promote, status, evaluation, w.periods, ft,
                         {k: round(v, 1) for k, v in timings.items()})
+
+
+TRAINED = {"numeric": "the numeric path only (the transformer's head is zero)", "all": "all trainable tensors"}
 
 
 def report_lines(r: UpdateResult) -> list[str]:
@@ -355,7 +273,7 @@ def report_lines(r: UpdateResult) -> list[str]:
     verdict = {"promoted": "promoted", "candidate": "better, registered but not promoted (--no-promote)",
                "rejected": "not promoted: its held-out MAE is not lower than the current model's"}[r.status]
     lines += ["", f"held-out MAE change {d:+.3f} (negative is better); older-window change {f:+.3f} (forgetting "
-              f"if positive); fine-tuned {r.finetune['trained']}: {r.finetune['steps']} steps, best at step "
+              f"if positive); fine-tuned {TRAINED[r.finetune['trains']]}: {r.finetune['steps']} steps, best at step "
               f"{r.finetune['best_step']} ({r.finetune['stopped']})",
               f"candidate {r.candidate_run_id} saved to {r.candidate_path}: {verdict}",
               f"wall time: {', '.join(f'{k} {v}' for k, v in r.timings.items())}"]
@@ -364,6 +282,6 @@ def report_lines(r: UpdateResult) -> list[str]:
 
 def as_dict(r: UpdateResult) -> dict:
     """The result as plain JSON-able data (for --json)."""
-    from trafficcore.training.checkpoint import to_jsonable
+    from trafficcore.models.files import to_jsonable
 
     return to_jsonable(dataclasses.asdict(r))

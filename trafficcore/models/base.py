@@ -38,6 +38,47 @@ class Forecaster(Protocol):
     def save(self, directory: Path) -> None: ...
 
 
+# ------------------------------------------------------------------------------ optional capabilities
+@runtime_checkable
+class ReadsText(Protocol):
+    """A model whose forecast can depend on words: explanations credit its phrases, the dashboard offers a
+    scenario note. `reads_text` is False for a variant without text, or when training left the text path off."""
+
+    reads_text: bool
+
+    def text_parts(self, panel: Panel, samples: Samples, note: str | None = None) -> list[list[str]]: ...
+
+    def predict_with_texts(self, panel: Panel, samples: Samples, texts: list[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class HasAblations(Protocol):
+    """A model whose benchmark can also fit and score variants that each remove one part."""
+
+    def ablation_variants(self) -> dict[str, Forecaster]: ...
+
+
+@runtime_checkable
+class SupportsColdStart(Protocol):
+    """A model that can be told which detectors to treat as never seen (cold-start protocol)."""
+
+    def configure_cold_start(self, held_out_detector_ids) -> None: ...
+
+
+@runtime_checkable
+class TreeEnsemble(Protocol):
+    """A tree model explained exactly by TreeSHAP over its feature matrix."""
+
+    boosters: list
+
+    def features(self, panel: Panel, samples: Samples) -> tuple[list[np.ndarray], list[str]]: ...
+
+
+def reads_text(model) -> bool:
+    """Whether this model's forecasts change with the words of their context."""
+    return isinstance(model, ReadsText) and bool(model.reads_text)
+
+
 def forecast_frame(panel: Panel, samples: Samples, quantiles: np.ndarray) -> pd.DataFrame:
     """Turn (N, S, 3) quantiles into the tidy Forecast frame; sorts P10 <= P50 <= P90."""
     q = np.sort(np.asarray(quantiles, dtype=float), axis=-1)

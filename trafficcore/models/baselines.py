@@ -29,23 +29,19 @@ language model. Choices, and why:
 
 from __future__ import annotations
 
-import json
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file, save_file
 
 from trafficcore.data.panel import Panel
-from trafficcore.data.profile import daytype_slot, nanmean, row_mask, slot_table, without_own_reading
+from trafficcore.data.profile import DetectorProfile, daytype_slot, nanmean
 from trafficcore.data.windows import WEEK, Samples, WindowSpec, build_samples
+from trafficcore.models import files
 
-CONFIG = "config.json"
-TENSORS = "model.safetensors"
-FORMAT_VERSION = 1
 MIN_BIN = 30  # fewest validation residuals a level bin needs before it gets its own offsets
 
 
@@ -93,95 +89,6 @@ def _spec_dict(spec: WindowSpec) -> dict:
 
 def _spec_from(d: dict) -> WindowSpec:
     return WindowSpec(**{**d, "horizons_min": tuple(d["horizons_min"])})
-
-
-# ------------------------------------------------------------------------------ the profile
-class Profile:
-    """Historical average per detector x day type (weekday / weekend+holiday) x time of day.
-
-    `table[d, k, slot]` is NaN where the training rows held no reading; lookups then fall back to
-    `cross[k, slot]` (mean over detectors), then to `overall`.
-    """
-
-    def __init__(self, detector_ids: list[str], interval_min: int, table: np.ndarray, cross: np.ndarray,
-                 overall: float):
-        self.detector_ids = list(detector_ids)
-        self.interval_min = int(interval_min)
-        self.table = table.astype(np.float32)
-        self.cross = cross.astype(np.float32)
-        self.overall = float(overall)
-        self._index = pd.Index(self.detector_ids)
-        self._fit: tuple[np.ndarray, np.ndarray] | None = None  # (rows, readings per cell): training only
-        self._loo: tuple[np.ndarray, np.ndarray] | None = None  # active `leaving_own_out` (row mask, counts)
-
-    @classmethod
-    def fit(cls, panel: Panel, rows: np.ndarray) -> Profile:
-        interval_min = int(panel.interval / pd.Timedelta(minutes=1))
-        rows = np.asarray(rows, dtype=np.int64)
-        table, counts = slot_table(panel, rows)
-        vals = panel.values[rows]
-        ok = np.isfinite(vals)
-        cross = nanmean(table, axis=0)
-        overall = float(np.nanmean(vals)) if ok.any() else 0.0
-        cross = np.where(np.isfinite(cross), cross, overall)
-        prof = cls(list(panel.detectors["detector_id"]), interval_min, table, cross, overall)
-        prof._fit = (rows, counts)
-        return prof
-
-    @contextmanager
-    def leaving_own_out(self, panel: Panel):
-        """Within this block, a detector's profile at a row it was fit on leaves that row's own reading out
-        (the mean of the other days), as `trafficcore.models.lm_inputs.DetectorStats.leave_own_out` does for
-        the language model's training inputs. Nothing changes for a loaded profile (fit rows unknown)."""
-        if self._fit is None:
-            yield self
-            return
-        self._loo = (row_mask(self._fit[0], len(panel.times)), self._fit[1])
-        try:
-            yield self
-        finally:
-            self._loo = None
-
-    def rows_for(self, panel: Panel) -> np.ndarray:
-        """Row of `table` for each panel column (-1 for detectors this profile never saw)."""
-        if int(panel.interval / pd.Timedelta(minutes=1)) != self.interval_min:
-            raise ValueError(f"profile was fit on {self.interval_min}-minute data, panel is {panel.interval}")
-        return self._index.get_indexer(panel.detectors["detector_id"])
-
-    def lookup(self, panel: Panel, det_idx: np.ndarray, rows: np.ndarray, cross_only: bool = False) -> np.ndarray:
-        """Profile value of panel columns `det_idx` at panel rows `rows` (same shape; rows < 0 -> NaN)."""
-        det_idx, rows = np.broadcast_arrays(np.asarray(det_idx), np.asarray(rows, dtype=np.int64))
-        n_rows = int(max(rows.max(initial=0) + 1, 1))
-        daytype, slot = row_calendar(panel, n_rows)
-        r = np.clip(rows, 0, None)
-        k, s = daytype[r], slot[r]
-        out = self.cross[k, s].astype(np.float64)
-        if not cross_only:
-            prow = self.rows_for(panel)[det_idx]
-            own = np.where(prow >= 0, self.table[np.clip(prow, 0, None), k, s], np.nan)
-            if self._loo is not None:
-                n = np.where(prow >= 0, self._loo[1][np.clip(prow, 0, None), k, s], 0.0)
-                own = without_own_reading(own, n, panel.values, rows, det_idx, self._loo[0])
-            out = np.where(np.isfinite(own), own, out)
-        return np.where(rows >= 0, out, np.nan)
-
-    def level(self, panel: Panel) -> np.ndarray:
-        """Mean profile value of each panel column (the detector's typical size; NaN if unseen)."""
-        prow = self.rows_for(panel)
-        lv = nanmean(self.table.reshape(len(self.detector_ids), -1), axis=1)
-        return np.where(prow >= 0, lv[np.clip(prow, 0, None)], np.nan)
-
-    def tensors(self, prefix: str = "profile") -> dict[str, np.ndarray]:
-        return {f"{prefix}_table": np.ascontiguousarray(self.table),
-                f"{prefix}_cross": np.ascontiguousarray(self.cross)}
-
-    def config(self) -> dict:
-        return {"detector_ids": self.detector_ids, "interval_min": self.interval_min, "overall": self.overall}
-
-    @classmethod
-    def restore(cls, cfg: dict, tensors: dict[str, np.ndarray], prefix: str = "profile") -> Profile:
-        return cls(cfg["detector_ids"], cfg["interval_min"], tensors[f"{prefix}_table"], tensors[f"{prefix}_cross"],
-                   cfg["overall"])
 
 
 # ------------------------------------------------------------------------------ the intervals
@@ -232,7 +139,7 @@ class _Baseline:
     def __init__(self, spec: WindowSpec | None = None, n_bins: int = 10):
         self.spec = spec if spec is not None else WindowSpec()
         self.n_bins = int(n_bins)
-        self.profile: Profile | None = None
+        self.profile: DetectorProfile | None = None
         self.intervals: ResidualQuantiles | None = None
         self.floor: float | None = None  # smallest training value when >= 0 (counts): forecasts never go below
 
@@ -249,9 +156,6 @@ class _Baseline:
     def _restore_extra(self, directory: Path, cfg: dict, tensors: dict[str, np.ndarray]) -> None:
         """Subclass state beyond the profile and intervals."""
 
-    def _save_extra(self, directory: Path) -> None:
-        """Files beyond config.json and the tensors."""
-
     # -- the protocol
     def fit(self, panel: Panel, train_rows: np.ndarray, val_rows: np.ndarray) -> _Baseline:
         train_rows = np.asarray(train_rows, dtype=np.int64)
@@ -259,7 +163,7 @@ class _Baseline:
         if train_rows.size == 0:
             raise ValueError(f"{self.name}: no training rows")
         seen = rows_read_by(train_rows, self.spec, panel.interval, len(panel.times))
-        self.profile = Profile.fit(panel, seen)
+        self.profile = DetectorProfile.fit(panel, seen)
         vals = panel.values[seen]
         lowest = float(np.nanmin(vals)) if np.isfinite(vals).any() else None
         self.floor = lowest if lowest is not None and lowest >= 0 else None
@@ -298,12 +202,9 @@ class _Baseline:
     def save(self, directory: Path) -> None:
         if self.profile is None or self.intervals is None:
             raise RuntimeError(f"{self.name}: nothing to save, the model is not fitted")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         cfg = {
             "model_class": self.model_class,
             "name": self.name,
-            "format_version": FORMAT_VERSION,
             "spec": _spec_dict(self.spec),
             "n_bins": self.n_bins,
             "floor": self.floor,
@@ -312,20 +213,19 @@ class _Baseline:
         }
         tensors = {**self.profile.tensors(), "interval_edges": self.intervals.edges,
                    "interval_offsets": self.intervals.offsets}
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(directory / TENSORS))
-        self._save_extra(directory)
-        (directory / CONFIG).write_text(json.dumps(cfg, indent=2))
+        files.save_folder(directory, cfg, tensors, self._documents())
+
+    def _documents(self) -> dict[str, object]:
+        """Extra JSON documents saved beside the config (subclass state beyond the profile and intervals)."""
+        return {}
 
     @classmethod
     def load(cls, directory: Path) -> _Baseline:
         directory = Path(directory)
-        cfg = json.loads((directory / CONFIG).read_text())
-        if cfg.get("model_class") != cls.model_class:
-            raise ValueError(f"{directory} holds a {cfg.get('model_class')!r} model, not {cls.model_class!r}")
-        tensors = load_file(str(directory / TENSORS))
+        tensors, cfg = files.read_folder(directory, cls.model_class)
         model = cls(spec=_spec_from(cfg["spec"]), n_bins=cfg["n_bins"], **cfg["params"])
         model.floor = cfg["floor"]
-        model.profile = Profile.restore(cfg["profile"], tensors)
+        model.profile = DetectorProfile.restore(cfg["profile"], tensors)
         model.intervals = ResidualQuantiles(tensors["interval_edges"], tensors["interval_offsets"])
         model._restore_extra(directory, cfg, tensors)
         return model
@@ -375,7 +275,7 @@ class GradientBoosting(_Baseline):
     """One global LightGBM model per horizon over lags, neighbours, calendar, profile and last week.
 
     `leave_own_out` (default): training features read the profile without the sample's own readings
-    (`Profile.leaving_own_out`). A profile averaged over three training weeks holds each training row's own
+    (`DetectorProfile.leaving_own_out`). A profile averaged over three training weeks holds each training row's own
     value with weight 1/15 (weekdays) to 1/6 (weekends), so trees trained on it over-trust the profile on
     unseen days. SCATS validation MAE 9.511 / 9.566 / 9.652 / 9.665 at 15-60 min against 9.634 / 9.662 /
     9.701 / 9.722 without.
@@ -594,16 +494,16 @@ class GradientBoosting(_Baseline):
         return out
 
     # -- persistence: LightGBM's own text format inside JSON (no pickle)
-    def _save_extra(self, directory: Path) -> None:
-        (directory / "lightgbm.json").write_text(json.dumps({
+    def _documents(self) -> dict[str, object]:
+        return {"lightgbm.json": {
             "horizons_min": list(self.spec.horizons_min),
             "feature_names": self.feature_names,
             "best_iterations": self.best_iterations,
             "boosters": [b.model_to_string() for b in self.boosters],
-        }))
+        }}
 
     def _restore_extra(self, directory: Path, cfg: dict, tensors: dict[str, np.ndarray]) -> None:
-        blob = json.loads((directory / "lightgbm.json").read_text())
+        blob = files.read_document(directory, "lightgbm.json")
         self.boosters = [_reload(s) for s in blob["boosters"]]
         self.feature_names = list(blob["feature_names"])
         self.best_iterations = list(blob["best_iterations"])

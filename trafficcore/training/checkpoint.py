@@ -1,11 +1,6 @@
-"""Checkpoints: tensors in safetensors, everything else in JSON; nothing is ever pickled.
+"""Training state: tensors in safetensors, everything else in JSON; nothing is ever pickled.
 
-A saved model folder holds
-- `config.json`: `model_class`, the model's configuration, the data scalers' detector ids, the
-  backbone (name and sha256 of its weights), the training-data fingerprint and the metrics;
-- `model.safetensors`: the trained tensors. When the base encoder stays frozen or is adapted with
-  LoRA only the adapters, the input projections and the heads are stored (the base comes back
-  from the package, checked by its sha256), which keeps the demo model at a few MB.
+(Saved models are written by `trafficcore.models.files`, the one writer every model uses.)
 
 A training-state folder (written during training, used by `--resume`) holds the trainable weights,
 the best weights so far, the AdamW moments, the step, the early-stopping counters and the RNG
@@ -14,21 +9,18 @@ state, so a run stopped at any evaluation continues as if it had not stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-CONFIG = "config.json"
-TENSORS = "model.safetensors"
+from trafficcore.models.files import to_jsonable
+
 STATE_JSON = "training_state.json"
 STATE_TENSORS = "training_state.safetensors"
 BEST_TENSORS = "best.safetensors"
-FORMAT_VERSION = 1
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -43,60 +35,6 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | 
     save_file(clean, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
     os.chmod(tmp, 0o644)  # a model folder is meant to be shared and committed
     os.replace(tmp, path)
-
-
-def to_jsonable(obj):
-    """numpy/pandas scalars and paths -> plain JSON types (recursively)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
-# ------------------------------------------------------------------------------ model folders
-def save_model(directory: str | os.PathLike, tensors: dict[str, torch.Tensor | np.ndarray], config: dict) -> Path:
-    """Write `config.json` and `model.safetensors` into `directory` (created if needed)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    t = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v) for k, v in tensors.items()}
-    _atomic_save(t, directory / TENSORS, {"format": "trafficcore", "version": FORMAT_VERSION})
-    cfg = {"format_version": FORMAT_VERSION, **to_jsonable(config)}
-    _atomic_write_text(directory / CONFIG, json.dumps(cfg, indent=2, sort_keys=False) + "\n")
-    return directory
-
-
-def load_model(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, config) of a saved model folder; clear errors for a folder that is not one."""
-    directory = Path(directory)
-    cfg_path, t_path = directory / CONFIG, directory / TENSORS
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{directory} is not a saved model: {CONFIG} is missing")
-    if not t_path.exists():
-        raise FileNotFoundError(f"{directory} is not a saved model: {TENSORS} is missing")
-    cfg = json.loads(cfg_path.read_text())
-    return load_file(str(t_path)), cfg
-
-
-def data_fingerprint(values: np.ndarray, times, detector_ids, dataset: str) -> str:
-    """sha256 over the training readings, their timestamps, detector ids and dataset name.
-
-    Two models with the same fingerprint learned from exactly the same numbers.
-    """
-    h = hashlib.sha256()
-    h.update(dataset.encode())
-    h.update("\x00".join(map(str, detector_ids)).encode())
-    h.update(np.asarray(times, dtype="datetime64[ns]").astype(np.int64).tobytes())
-    h.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------ training state

@@ -1,17 +1,9 @@
 """`trafficcore train` and `trafficcore forecast` (registered by trafficcore.cli; also runnable as
 `python -m trafficcore.training.cli train ...`, which is what `torchrun` launches).
 
-Presets (the language model; wall times measured on this project's 2-core CPU shared with other jobs):
-
-- `quick`: 2 pretrained MiniLM layers + LoRA. Phase 1 fits the numeric skip path over all training samples
-  (6 epochs, leave-own-out profiles); phase 2 trains the fusion transformer for up to 600 steps of 64 samples,
-  early-stopped on validation MAE. A 9-minute budget for the whole fit: under 10 minutes on the CPU.
-- `full`: the same network with 4 skip members trained for 60 epochs in phase 1, then up to 3,000 phase-2 steps
-  of 64 samples with early stopping; a 55-minute budget for the whole fit. On SCATS (Nov 29, evening): phase 1
-  19.2 min, phase 2 stopped early after 7.3 min, fit 26.8 min in all (docs/MODEL_REPORT.md). On a GPU (bf16
-  autocast) the steps finish in a few minutes.
-- `demo`: the shipped demo model (late fusion on the frozen encoder, event-aware phase 2; a fixed number of steps,
-  6.6 min on the CPU; data/demo_model/README.md).
+Presets are the language model's training recipes (`trafficcore.models.lm.recipes.RECIPES`, each with a
+one-line purpose): `quick`, `full` (the CPU recipe), `gpu` (end to end on a GPU, bf16) and `demo` (the shipped
+demo model). Their lengths are steps or epochs; a phase that overran its clock guard is reported.
 
 Multi-process training (same command, one process per GPU, or gloo on CPU):
 `torchrun --nproc_per_node 2 -m trafficcore.training.cli train --dataset demo --preset quick --out DIR`.
@@ -36,6 +28,7 @@ import typer
 
 from trafficcore import config
 from trafficcore.errors import TrafficCoreError
+from trafficcore.models.files import read_config
 
 
 class UsageError(TrafficCoreError):
@@ -73,7 +66,7 @@ def _panel(store, dataset: str):
 
 def _record_run(db: Path | None, run_id: str, dataset: str, model: str, path: Path | None, metrics: dict,
                 cfg: dict) -> None:
-    from trafficcore.training.checkpoint import to_jsonable
+    from trafficcore.models.files import to_jsonable
 
     row = pd.DataFrame([{
         "run_id": run_id, "dataset": dataset, "model": model, "created_at": pd.Timestamp.now().floor("s"),
@@ -88,14 +81,14 @@ def train(
     dataset: Annotated[str, typer.Option("--dataset", help="dataset name in the store")],
     out: Annotated[Path, typer.Option("--out", help="folder for the trained model (config.json + safetensors)")],
     model: Annotated[str, typer.Option("--model", help="lm, or a baseline name from the registry")] = "lm",
-    preset: Annotated[str, typer.Option("--preset", help="quick (<10 min CPU) | full (<60 min CPU)")] = "quick",
+    preset: Annotated[str, typer.Option("--preset", help="training recipe: quick | full (CPU) | gpu | demo")] = "quick",
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     db: Annotated[Path | None, typer.Option("--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/)")] = None,
     backbone: Annotated[Path | None, typer.Option("--backbone", help="local Hugging Face model folder")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="training-state folder of an earlier run")] = None,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="override the preset's steps")] = None,
-    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="override the time limit")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="steps of the recipe's last phase")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="clock guard of every phase")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     keep_state: Annotated[bool, typer.Option("--keep-state/--no-keep-state",
                                              help="keep OUT/training_state for --resume")] = True,
@@ -112,15 +105,15 @@ def _train(dataset, out, model, preset, device, db, backbone, resume, seed, max_
            keep_state=True):
     from trafficcore.evaluation.protocols import standard_split
     from trafficcore.models import registry
-    from trafficcore.models.lm import PRESETS
+    from trafficcore.models.lm import RECIPES
     from trafficcore.training import ddp
     from trafficcore.training.checkpoint import has_training_state
 
     t0 = time.perf_counter()
     if model not in registry.MODEL_CLASSES:
         raise UsageError(f"unknown model {model!r}; choose from {', '.join(sorted(registry.MODEL_CLASSES))}")
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(sorted(PRESETS))}")
+    if preset not in RECIPES:
+        raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(sorted(RECIPES))}")
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda":
@@ -133,22 +126,23 @@ def _train(dataset, out, model, preset, device, db, backbone, resume, seed, max_
         raise UsageError(f"--out {out} exists and is not a folder")
     if backbone is not None and not (Path(backbone) / "config.json").exists():
         raise UsageError(f"--backbone {backbone} is not a Hugging Face model folder (no config.json)")
-    if resume is not None and not has_training_state(resume):
-        raise UsageError(f"--resume {resume} holds no training state (training_state.json); "
+    if resume is not None and not any(has_training_state(p) for p in Path(resume).glob("*")):
+        raise UsageError(f"--resume {resume} holds no training state (a phase folder with training_state.json); "
                          f"use the {out / 'training_state'} folder of an earlier run")
     panel = _panel(_store(db, read_only=True), dataset)
     if model == "lm":
         from trafficcore.models.lm import LMForecaster
 
-        tr = {"device": device, "seed": seed, "progress": progress}
+        recipe = RECIPES[preset]
+        changes: dict[str, dict] = {p.name: {} for p in recipe.phases}
         if max_steps is not None:
-            tr["max_steps"] = int(max_steps)
+            changes[recipe.phases[-1].name].update(steps=int(max_steps), epochs=None)
         if max_minutes is not None:
-            tr["max_minutes"] = float(max_minutes)
-        kw = {"seed": seed}
-        if backbone is not None:
-            kw["backbone"] = str(Path(backbone).resolve())
-        m = LMForecaster.from_preset(preset, train=tr, **kw)
+            for c in changes.values():
+                c["guard_minutes"] = float(max_minutes)
+        kw = {} if backbone is None else {"backbone": str(Path(backbone).resolve())}
+        m = LMForecaster(recipe=recipe.with_changes(phases=changes), seed=seed, device=device, progress=progress,
+                         **kw)
     else:
         m = registry.create(model)
     split = standard_split(panel, m.spec)
@@ -168,13 +162,16 @@ def _train(dataset, out, model, preset, device, db, backbone, resume, seed, max_
         return
     m.save(out)
     metrics = getattr(m, "metrics", {}) or {}
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = read_config(out)
     run_id = f"train-{dataset}-{pd.Timestamp.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     _record_run(db, run_id, dataset, model, out, metrics, cfg)
     wall = time.perf_counter() - t0
     typer.echo(f"saved {model} to {out} ({_size_mb(out):.1f} MB) in {wall / 60:.1f} min; run {run_id}")
     for h, v in (metrics.get("val") or {}).items():
         typer.echo(f"  validation {h:>4} min: MAE {v['mae']:.2f}, P10-P90 coverage {v['coverage_p10_p90']:.1%}")
+    if metrics.get("clock_cut"):
+        typer.echo(f"WARNING: the clock guard cut phase(s) {', '.join(metrics['clock_cut'])}: this model depends on "
+                   "the machine's speed; rerun on a faster machine or with a longer --max-minutes", err=True)
     ddp.shutdown(ddp.current())
 
 

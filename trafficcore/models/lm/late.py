@@ -1,6 +1,6 @@
 """Late fusion for the language-model forecaster: a frozen encoder reads each sentence of the context once.
 
-Why. The early-fusion transformer (`lm_net.FusionNet`, text and numeric tokens in one sequence) costs a
+Why. The early-fusion transformer (`net.FusionNet`, text and numeric tokens in one sequence) costs a
 forward and backward pass of the encoder per training sample: 40-80 samples/s on this project's two
 shared CPU cores, 13 samples/s measured under the usual load of other jobs. In the minutes a CPU run
 affords it sees a few hundred samples that mention an upcoming event, and it did not learn from them

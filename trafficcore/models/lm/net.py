@@ -1,8 +1,8 @@
-"""The network of the language-model forecaster (`lm.LMForecaster`): fusion transformer, skip path, quantile
-head, the pinball loss, and the inference-only last-layer pruning.
+"""The network of the language-model forecaster: fusion transformer, numeric skip path, quantile head, the
+pinball loss, and the inference-only last-layer pruning.
 
-Kept apart from `lm.py` (data preparation, training phases, save/load) so that the architecture reads
-in one place; see `lm.py`'s docstring for the design and why there are two training phases.
+Built from an architecture-only `LMConfig`; the forecaster (`forecaster.py`) prepares the data, saves and
+loads, and the training engine (`trafficcore.training.engine`) decides which parts train in each phase.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from trafficcore.models.lm_late import LateTextHead
+from trafficcore.models.lm.late import LateTextHead
 
-if TYPE_CHECKING:  # the config lives with the forecaster, which imports this module
-    from trafficcore.models.lm import LMConfig
+if TYPE_CHECKING:
+    from trafficcore.models.lm.config import LMConfig
 
 class FusionNet(nn.Module):
     """Encoder + numeric token projections + quantile head (+ numeric skip path)."""
@@ -31,8 +31,7 @@ class FusionNet(nn.Module):
         self.encoder = encoder
         self.last_inputs_embeds: torch.Tensor | None = None
         self.head_positions: dict | None = None  # inference net only: see _HeadOnlyLastLayer
-        self.skip_only = False  # phase 1 of training: the numeric skip path alone
-        self.skip_lr_scale = 1.0
+        self.skip_only = False  # the numeric skip path alone (a `numeric` training phase; inference when off)
         out = n_horizons * 3
         if encoder is not None:
             H = hidden or int(encoder.config.hidden_size)
@@ -76,7 +75,7 @@ class FusionNet(nn.Module):
 
     def saved_parameter_names(self) -> set[str]:
         """Everything but the frozen base encoder: adapters, projections, heads and the skip path (also when the
-        skip path is frozen in phase 2)."""
+        skip path is frozen in a text phase)."""
         return {n for n, p in self.named_parameters() if not n.startswith("encoder.") or p.requires_grad}
 
     def head_is_zero(self) -> bool:
@@ -90,10 +89,6 @@ class FusionNet(nn.Module):
     def supports_fgm(self) -> bool:
         """FGM perturbs the transformer's input embeddings; the skip path alone has none."""
         return self.encoder is not None and not self.skip_only
-
-    def lr_scale(self, name: str) -> float:
-        """Learning-rate multiplier per parameter: the pretrained skip path moves slowly in phase 2."""
-        return self.skip_lr_scale if name.startswith("skip.") else 1.0
 
     def forward(self, batch: dict, embed_delta: torch.Tensor | None = None) -> torch.Tensor:
         """(B, S, 3) raw outputs: [P10 offset logit, P50 residual, P90 offset logit] in scale units."""
@@ -191,7 +186,7 @@ class _HeadOnlyLastLayer(nn.Module):
         return full
 
 
-def _prune_last_layer(net: FusionNet) -> bool:
+def prune_last_layer(net: FusionNet) -> bool:
     """Swap a BERT-style encoder's last layer for `_HeadOnlyLastLayer` (other architectures: left as they are)."""
     layers = getattr(getattr(net.encoder, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList) or not len(layers) or isinstance(layers[-1], _HeadOnlyLastLayer):

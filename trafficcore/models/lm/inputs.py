@@ -1,23 +1,21 @@
 """What the language-model forecaster reads: numeric tokens, context texts, and the per-detector scalers.
 
-Three parts, each kept apart from the network so that they can be tested against the reference code:
+Each part is kept apart from the network so that it can be tested against the reference code:
 
-- `DetectorStats` is fit on training rows only: each detector's scale (mean reading) and its
-  historical-average profile (detector x weekday/weekend-or-holiday x time of day). Everything the
-  network sees is divided by the scale, so one set of weights serves a 20-vehicle side street and
-  a 600-vehicle arterial. Detectors without training data (cold start) get the cross-site shape
-  times the median scale.
+- The detectors' scales and typical days come from `trafficcore.data.profile.DetectorProfile`, fit on
+  training rows only (the same class gradient boosting uses). Everything the network sees is divided by
+  the detector's scale (mean reading), so one set of weights serves a 20-vehicle side street and a
+  600-vehicle arterial. Detectors without training data (cold start) get the cross-site shape times the
+  median scale.
 - `numeric_inputs` turns `Samples` into the arrays of the numeric tokens, and the *anchor*: the
   profile at each target multiplied by a shrunk ratio of recent readings to their profile. The
-  network predicts a residual over that anchor. Measured on SCATS validation (Oct 22-24), the
-  anchor alone scores MAE 10.7 at 15 min against 12.1 for the profile and 14.5 for persistence,
-  so the network starts from a good forecast and spends its few CPU steps on corrections.
+  network predicts a residual over that anchor, so it starts from a good forecast and spends its steps
+  on corrections (docs/MODEL_REPORT.md has the anchor's own error on SCATS).
 - `FastContext` produces exactly the dict of `trafficcore.data.windows.context_fields`, but
   precomputes what does not depend on the sample (event visibility inputs, detector-event
-  proximity, weather times, holidays). The reference costs ~14 ms a call on the demo city (it
-  filters every event and weather row per call); this costs tens of microseconds, which is what
-  makes reading a text for each of 10^5 training samples affordable. `tests/test_lm.py` checks
-  both agree field by field.
+  proximity, weather times, holidays): the reference filters every event and weather row per call,
+  which is too slow for a text per training sample. `tests/test_lm.py` checks both agree field by field.
+- `Prepared`: numeric inputs plus tokenised texts for a set of samples, what the network is fed.
 """
 
 from __future__ import annotations
@@ -28,86 +26,11 @@ import numpy as np
 import pandas as pd
 
 from trafficcore.data.panel import Panel, haversine_km
-from trafficcore.data.profile import daytype_slot, nanmean, row_mask, slot_table, slots_per_day, without_own_reading
+from trafficcore.data.profile import DetectorProfile, daytype_slot, slots_per_day, without_own_reading
 from trafficcore.data.windows import UNPLANNED_WORDS, WEEK, Samples, WindowSpec, holiday_dates
 
 #: Readings divided by the scale are clipped to this range (faults such as stuck counters).
 CLIP = 10.0
-
-
-@dataclass
-class DetectorStats:
-    """Per-detector scale and profile, fit on training rows; keyed by detector id, not column."""
-
-    detector_ids: list[str]
-    scale: np.ndarray  # (D,) mean reading over the training rows
-    profile: np.ndarray  # (D, 2, slots) mean reading per day type and slot (NaN: never seen)
-    shape: np.ndarray  # (2, slots) cross-site mean of profile / scale (fallback for unseen cells)
-    # training only, not saved: the rows the profile averages and the readings per cell (see `leave_own_out`)
-    fit_rows: np.ndarray | None = None
-    counts: np.ndarray | None = None
-
-    @classmethod
-    def fit(cls, panel: Panel, rows: np.ndarray, exclude: set[str] | None = None) -> DetectorStats:
-        """Fit on the panel rows a model may learn from; `exclude` names detectors to treat as unseen."""
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
-        rows = rows[(rows >= 0) & (rows < len(panel.times))]
-        values = panel.values
-        if exclude:
-            values = values.copy()
-            values[:, [i for i, d in enumerate(panel.detectors["detector_id"]) if d in exclude]] = np.nan
-        profile, counts = slot_table(panel, rows, values)
-        vals = values[rows].astype(np.float64)
-        scale = nanmean(vals, axis=0)
-        seen = np.isfinite(scale) & (scale > 0)
-        if not seen.any():
-            raise ValueError("no training readings at all: cannot fit detector scales")
-        scale = np.where(seen, np.maximum(scale, 1e-3), np.nan)
-        shape = nanmean(profile[seen] / scale[seen, None, None], axis=0)
-        shape = np.where(np.isfinite(shape), shape, 1.0)
-        return cls(list(panel.detectors["detector_id"]), scale.astype(np.float32), profile.astype(np.float32),
-                   shape.astype(np.float32), fit_rows=rows, counts=counts.astype(np.float32))
-
-    def leave_own_out(self, panel: Panel) -> tuple[np.ndarray, np.ndarray] | None:
-        """(rows the profile was fit on as a (T,) mask, readings per cell aligned with the panel's columns),
-        or None when unknown (a loaded model).
-
-        Why: a training sample's profile is an average that contains the sample's own readings, with weight
-        1/6 on a weekend slot of three training weeks. A network trained on that learns to trust the profile
-        more than it deserves on days it has never seen (validation, test, live). Training inputs therefore
-        read each profile cell without the reading of the very row being looked up ("leave own out"), the
-        same as for a day outside the training rows.
-        """
-        if self.fit_rows is None or self.counts is None:
-            return None
-        idx = self.columns_for(panel)
-        counts = np.where((idx >= 0)[:, None, None], self.counts[np.clip(idx, 0, None)], 0.0)
-        return row_mask(self.fit_rows, len(panel.times)), counts.astype(np.float32)
-
-    def columns_for(self, panel: Panel) -> np.ndarray:
-        """Row of these stats for each panel column (-1 for detectors never seen)."""
-        return pd.Index(self.detector_ids).get_indexer(panel.detectors["detector_id"])
-
-    def for_panel(self, panel: Panel) -> tuple[np.ndarray, np.ndarray]:
-        """(scale (D,), profile (D, 2, slots)) aligned with the panel's columns, with fallbacks filled."""
-        if self.profile.shape[2] != slots_per_day(panel):
-            raise ValueError(
-                f"model was fit on {self.profile.shape[2]} slots a day, the panel has {slots_per_day(panel)}"
-            )
-        idx = self.columns_for(panel)
-        fallback = float(np.nanmedian(self.scale))
-        scale = np.where(idx >= 0, self.scale[np.clip(idx, 0, None)], np.nan)
-        scale = np.where(np.isfinite(scale), scale, fallback).astype(np.float32)
-        prof = np.where((idx >= 0)[:, None, None], self.profile[np.clip(idx, 0, None)], np.nan)
-        prof = np.where(np.isfinite(prof), prof, self.shape[None] * scale[:, None, None])
-        return scale, prof.astype(np.float32)
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        return {"stats.scale": self.scale, "stats.profile": self.profile, "stats.shape": self.shape}
-
-    @classmethod
-    def restore(cls, detector_ids: list[str], tensors: dict[str, np.ndarray]) -> DetectorStats:
-        return cls(list(detector_ids), tensors["stats.scale"], tensors["stats.profile"], tensors["stats.shape"])
 
 
 @dataclass
@@ -167,17 +90,15 @@ def _scaled(x: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 EXTRA_TOKENS = ("day", "long")
 
 
-def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbour_idx: np.ndarray,
+def numeric_inputs(panel: Panel, samples: Samples, profile: DetectorProfile, neighbour_idx: np.ndarray,
                    patch: int = 4, ratio_steps: int = 4, shrink: float = 0.25,
-                   extra: tuple[str, ...] = (), level: bool = False, leave_own_out: bool = False) -> NumericInputs:
+                   extra: tuple[str, ...] = (), leave_own_out: bool = False) -> NumericInputs:
     """Build every numeric token and the anchor for `samples` (inputs use rows before the issue time only).
 
     `extra` adds optional tokens: "day" (the detector one day earlier around the issue time) and
     "long" (the 24 hours before the history window, in means of `patch` readings, with profile).
-    `level` adds log(1 + scale) to the target token: how busy the detector is, which the scaled
-    inputs otherwise hide (relative noise is larger on quiet approaches).
     `leave_own_out` (training samples): every profile value leaves out the reading of the row it is looked
-    up for, when that row is one the profile was fit on (`DetectorStats.leave_own_out`).
+    up for, when that row is one the profile was fit on (`DetectorProfile.own_out_tables`).
     """
     unknown = set(extra) - set(EXTRA_TOKENS)
     if unknown:
@@ -187,12 +108,12 @@ def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbo
     n, H = samples.history.shape
     if H % patch:
         raise ValueError(f"history_steps ({H}) must be a multiple of the patch length ({patch})")
-    scale_all, prof_all = stats.for_panel(panel)
+    scale_all, prof_all = profile.for_panel(panel)
     hsteps = spec.horizon_steps(panel.interval)
     hmax = int(hsteps.max())
     sc = scale_all[d][:, None]
 
-    loo = stats.leave_own_out(panel) if leave_own_out else None
+    loo = profile.own_out_tables(panel) if leave_own_out else None
     T = panel.values.shape[0]
 
     def prof_at(cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -254,8 +175,7 @@ def numeric_inputs(panel: Panel, samples: Samples, stats: DetectorStats, neighbo
                                          np.clip(ratio_l, 0.0, CLIP), (cnt == 0).astype(np.float32)],
                                         axis=1).astype(np.float32)
     lw, lwm = _scaled(samples.last_week, sc)
-    target = np.concatenate([tprof / sc, anchor / sc, lw, lwm] + ([np.log1p(np.maximum(sc, 0.0)) / 5.0] if level
-                                                                  else []), axis=1)
+    target = np.concatenate([tprof / sc, anchor / sc, lw, lwm], axis=1)
     return NumericInputs(
         own=own,
         nbr=nbr.astype(np.float32),
@@ -387,3 +307,30 @@ class FastContext:
             recent = s >= t - np.timedelta64(int(window_min), "m")
             out |= near & visible & recent & (e >= t - np.timedelta64(1, "h"))
         return out
+
+
+@dataclass
+class Prepared:
+    """Numeric inputs + tokenised texts for a set of samples (one model, one panel)."""
+
+    inputs: NumericInputs
+    targets: np.ndarray  # (N, S) data units, NaN unknown
+    text_ids: list[np.ndarray]  # unique token id sequences
+    text_index: np.ndarray  # (N,) which sequence each sample reads
+
+    def __len__(self) -> int:
+        return len(self.text_index)
+
+    def head(self, n: int) -> Prepared:
+        """The first n samples (same token table)."""
+        return Prepared(self.inputs.take(np.arange(min(n, len(self)))), self.targets[:n], self.text_ids,
+                        self.text_index[:n])
+
+    def concat(self, other: Prepared) -> Prepared:
+        """These samples followed by `other`'s (one token table: `other`'s sequences follow these)."""
+        return Prepared(self.inputs.concat(other.inputs), np.concatenate([self.targets, other.targets]),
+                        self.text_ids + other.text_ids,
+                        np.concatenate([self.text_index, other.text_index + len(self.text_ids)]))
+
+    def text_lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.text_ids])[self.text_index]

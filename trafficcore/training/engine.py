@@ -1,0 +1,335 @@
+"""The engine that trains the language model: it runs a recipe's phases (`trafficcore.models.lm.recipes`) on
+an `LMForecaster` and owns the loss, the samplers, the early-stopping subsets, band calibration and metrics.
+
+The model supplies data preparation and the network; the generic loop (`loop.train`) supplies AdamW,
+schedules, early stopping, mixed precision, FGM, DDP and resumable state. A phase decides which tensors
+train; its length is steps or epochs, and its clock guard only stops an overrun (recorded in
+`metrics["clock_cut"]` and warned about). `fit_recipe` runs a whole recipe; `update` runs one continual
+update phase from the current weights, through the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from trafficcore.data.panel import Panel
+from trafficcore.data.profile import DetectorProfile
+from trafficcore.data.windows import Samples
+from trafficcore.models import files
+from trafficcore.models.lm.forecaster import LMForecaster
+from trafficcore.models.lm.inputs import Prepared, numeric_inputs
+from trafficcore.models.lm.net import pinball, quantiles_from_raw
+from trafficcore.models.lm.recipes import Phase, update_phase
+from trafficcore.training import ddp, loop
+from trafficcore.training.loop import TrainConfig, TrainResult, cpu_threads, seed_everything
+
+BAND_LEVEL = 0.8  # P10-P90
+
+
+class SampleTask:
+    """The loop's view of prepared samples: deterministic, length-bucketed batches, the scale-weighted pinball
+    loss (so that the loss optimises MAE in vehicles, not in scale units) and validation MAE."""
+
+    def __init__(self, model: LMForecaster, train: Prepared, val: Prepared, seed: int):
+        self.m, self.train, self.val, self.seed = model, train, val, seed
+        self._epoch, self._batches, self._bs, self._n = -1, [], 0, 0
+        self.mean_scale = float(np.mean(train.inputs.scale))
+
+    def _epoch_batches(self, epoch: int, bs: int) -> list[np.ndarray]:
+        if epoch != self._epoch or bs != self._bs:
+            rng = np.random.default_rng(self.seed * 1_000_003 + epoch)
+            perm = rng.permutation(len(self.train))
+            lengths = self.train.text_lengths()
+            chunk = bs * 32
+            batches = []
+            for c in range(0, len(perm), chunk):
+                part = perm[c:c + chunk]
+                part = part[np.argsort(lengths[part], kind="stable")]  # similar lengths pad less
+                batches += [part[i:i + bs] for i in range(0, len(part) - bs + 1, bs)] or [part]
+            order = rng.permutation(len(batches))
+            self._epoch, self._bs, self._batches = epoch, bs, [batches[i] for i in order]
+        return self._batches
+
+    def batch(self, index: int, batch_size: int, device: torch.device) -> dict:
+        if not self._n:
+            self._n = len(self._epoch_batches(0, batch_size))
+        idx = self._epoch_batches(index // self._n, batch_size)[index % self._n]
+        return self.m.batch(self.train, idx, device, with_targets=True)
+
+    def loss(self, model: nn.Module, batch: dict, embed_delta: torch.Tensor | None = None) -> torch.Tensor:
+        q = quantiles_from_raw(model(batch, embed_delta=embed_delta).float())
+        w = batch["scale"] / self.mean_scale
+        if q.dim() == 4:  # skip-path members: the mean of their own losses
+            return torch.stack([pinball(qk, batch["y"], w) for qk in q]).mean()
+        return pinball(q, batch["y"], w)
+
+    def val_error(self, model: nn.Module, device: torch.device, rank: int, world: int) -> tuple[float, float]:
+        idx = np.arange(rank, len(self.val), world)
+        q = self.m.predict_prepared(self.val, device, idx, calibrated=False, net=model)
+        y = self.val.targets[idx]
+        ok = np.isfinite(y)
+        return float(np.abs(q[..., 1] - y)[ok].sum()), float(ok.sum())
+
+
+# ------------------------------------------------------------------------------ bands and metrics
+def calibrate_bands(q: np.ndarray, y: np.ndarray, level: float = BAND_LEVEL) -> np.ndarray:
+    """Per horizon, stretch factors for the P10 and P90 offsets so that each tail holds (1-level)/2 on `y`."""
+    tail = (1 - level) / 2
+    out = np.ones((q.shape[1], 2))
+    for j in range(q.shape[1]):
+        ok = np.isfinite(y[:, j])
+        if ok.sum() < 50:
+            continue
+        mid = q[ok, j, 1]
+        w_lo = np.maximum(mid - q[ok, j, 0], 1e-6)
+        w_hi = np.maximum(q[ok, j, 2] - mid, 1e-6)
+        out[j, 0] = max(np.quantile((mid - y[ok, j]) / w_lo, 1 - tail), 0.05)
+        out[j, 1] = max(np.quantile((y[ok, j] - mid) / w_hi, 1 - tail), 0.05)
+    return out
+
+
+def horizon_metrics(q: np.ndarray, y: np.ndarray, horizons) -> dict:
+    """Per-horizon MAE and P10-P90 coverage (data units) over known targets."""
+    out = {}
+    for j, h in enumerate(horizons):
+        ok = np.isfinite(y[:, j])
+        if not ok.any():
+            continue
+        yy = y[ok, j]
+        out[str(h)] = {
+            "mae": float(np.abs(q[ok, j, 1] - yy).mean()),
+            "coverage_p10_p90": float(((yy >= q[ok, j, 0]) & (yy <= q[ok, j, 2])).mean()),
+            "n": int(ok.sum()),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------ phases
+@contextlib.contextmanager
+def _training(net: nn.Module, trains: str):
+    """Within the block only the phase's tensors train (`numeric`: the skip path, with the transformer not
+    computed; `text`: all but the skip path; `all`: every tensor the architecture lets train)."""
+    flags = {n: p.requires_grad for n, p in net.named_parameters()}
+    try:
+        for n, p in net.named_parameters():
+            is_skip = n.startswith("skip.")
+            if trains == "numeric":
+                p.requires_grad_(is_skip)
+            elif trains == "text":
+                p.requires_grad_(flags[n] and not is_skip)
+            else:
+                p.requires_grad_(flags[n] or is_skip)
+        net.skip_only = trains == "numeric"
+        yield
+    finally:
+        net.skip_only = False
+        for n, p in net.named_parameters():
+            p.requires_grad_(flags[n])
+
+
+def run_phase(model: LMForecaster, phase: Phase, samples: Prepared, stop: Prepared, device: torch.device,
+              state_dir: str | Path | None = None, resume: str | Path | None = None) -> TrainResult:
+    """Train `model.net` in place for one phase; on return it holds the phase's best validation weights."""
+    steps = phase.n_steps(len(samples))
+    tc = TrainConfig(lr=phase.lr, encoder_lr=phase.encoder_lr, warmup_frac=phase.warmup_frac,
+                     schedule=phase.schedule, max_steps=steps, batch_size=phase.batch_size,
+                     eval_every=max(1, steps // max(1, phase.evals)), patience=phase.patience,
+                     max_minutes=phase.guard_minutes, amp=phase.amp, fgm_eps=phase.fgm_eps,
+                     eval_at_start=phase.keep_start, seed=model.seed, progress=model.progress)
+    with _training(model.net, phase.trains):
+        res = loop.train(model.net, SampleTask(model, samples, stop, model.seed + len(phase.name)), tc, device,
+                    state_dir=state_dir, resume=resume)
+    model.net.eval()
+    model.reset_inference()
+    if res.stopped == "time_limit":
+        warnings.warn(f"lm phase {phase.name!r} was cut by its {phase.guard_minutes}-minute clock guard after "
+                      f"{res.steps} of {steps} steps: this model depends on the machine's speed", stacklevel=2)
+    return res
+
+
+def draw_samples(model: LMForecaster, panel: Panel, tr: Samples, phase: Phase, rng: np.random.Generator) -> np.ndarray:
+    """The phase's training samples: all of them, a random draw, or a draw with `event_share` of samples whose
+    text mentions an upcoming or just-started event (each repeated as often as the share needs).
+
+    Why the event sampler: such samples are ~1% of training samples, so at a CPU's few thousand steps a random
+    draw shows the text head a few hundred of them and their signal drowns in ordinary samples."""
+    n = len(tr)
+    if phase.sampler == "all":
+        return np.arange(n)
+    size = min(phase.samples, n)
+    random_draw = np.arange(n) if n <= phase.samples else np.sort(rng.choice(n, phase.samples, replace=False))
+    if phase.sampler == "random" or phase.event_share <= 0 or not model.cfg.reads_text:
+        return random_draw
+    flag = model.context(panel).recent_event_mask(tr.detector_idx, tr.issue_idx)
+    ev, rest = np.flatnonzero(flag), np.flatnonzero(~flag)
+    if not len(ev):
+        return random_draw
+    n_ev = int(round(phase.event_share * size))
+    reps, extra = divmod(n_ev, len(ev))
+    ev_pick = np.concatenate([np.tile(ev, reps), rng.choice(ev, extra, replace=False)])
+    return np.sort(np.concatenate([ev_pick, rng.choice(rest, min(len(rest), size - n_ev), replace=False)]))
+
+
+def stop_subset(model: LMForecaster, panel: Panel, phase: Phase, va: Samples, p_val: Prepared,
+                 val_rows: np.ndarray) -> Prepared:
+    """The samples that early-stop a phase: the first `eval_samples` of validation, or for an event sampler
+    that share of event samples drawn from the whole validation period (the subset alone holds too few to
+    tell a head that reads event text from noise)."""
+    n = min(model.recipe.eval_samples, len(p_val))
+    if phase.sampler != "events" or phase.event_share <= 0 or not model.cfg.reads_text:
+        return p_val.head(n)
+    fc = model.context(panel)
+    rest = np.flatnonzero(~fc.recent_event_mask(va.detector_idx, va.issue_idx))
+    full = model.samples(panel, val_rows)
+    ev = np.flatnonzero(fc.recent_event_mask(full.detector_idx, full.issue_idx))
+    n_ev = min(len(ev), int(round(phase.event_share * n)))
+    ev = np.sort(np.random.default_rng(model.seed + 2).choice(ev, n_ev, replace=False))
+    idx = rest[: n - n_ev]  # `va` is already in a seeded random order
+    return model.prepare(panel, full.subset(ev)).concat(
+        Prepared(p_val.inputs.take(idx), p_val.targets[idx], p_val.text_ids, p_val.text_index[idx]))
+
+
+def _read_rows(model: LMForecaster, panel: Panel, issue_rows: np.ndarray) -> np.ndarray:
+    """Panel rows that samples issued at these rows read (history and targets)."""
+    hmax = int(model.spec.horizon_steps(panel.interval).max())
+    rows = np.unique((issue_rows[:, None] + np.arange(-model.spec.history_steps, hmax)[None, :]).ravel())
+    return rows[(rows >= 0) & (rows < len(panel.times))]
+
+
+def _finish(model: LMForecaster, panel: Panel, p_val: Prepared, device: torch.device, read: np.ndarray,
+            seen_to: int) -> np.ndarray:
+    """Calibrate the bands on validation and record the training data's fingerprint; returns the calibrated
+    validation quantiles."""
+    q = model.predict_prepared(p_val, device, calibrated=False)  # every rank: same weights, same answer
+    model.interval_scale = calibrate_bands(q, p_val.targets)
+    model.fingerprint = files.data_fingerprint(panel.values[read], panel.times[read],
+                                               panel.detectors["detector_id"], panel.dataset)
+    model.train_end = str(panel.times[min(seen_to, len(panel.times) - 1)])
+    return model.apply_bands(q)
+
+
+def _phase_record(phase: Phase, res: TrainResult, n_train: int) -> dict:
+    return {"phase": phase.name, "trains": phase.trains, "train_samples": n_train, "steps": res.steps,
+            "best_step": res.best_step, "best_val_mae": res.best_val_mae, "stopped": res.stopped,
+            "wall_s": round(res.wall_s, 1), "samples_per_s": round(res.samples_per_s, 1), "history": res.history}
+
+
+def _setup(model: LMForecaster) -> tuple[torch.device, ddp.DistContext]:
+    seed_everything(model.seed)
+    device = model.device()
+    ctx = ddp.init_from_env(device)
+    device = ddp.device_for(device, ctx)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(device, ctx.world_size))
+    return device, ctx
+
+
+# ------------------------------------------------------------------------------ whole recipes
+def fit_recipe(model: LMForecaster, panel: Panel, train_rows: np.ndarray, val_rows: np.ndarray,
+               state_dir: str | Path | None = None, resume: str | Path | None = None) -> LMForecaster:
+    """Fit the profile on the rows training samples read, build the network, run every phase, calibrate.
+
+    `state_dir`: each phase writes its resumable state to `state_dir/<phase>`; `resume`: a folder written so,
+    from which the last phase that has a state continues (earlier phases are not rerun: its state holds
+    their weights)."""
+    t_start = time.perf_counter()
+    device, ctx = _setup(model)
+    train_rows = np.asarray(train_rows, dtype=np.int64)
+    val_rows = np.asarray(val_rows, dtype=np.int64)
+    if train_rows.size == 0:
+        raise ValueError("lm: no training issue times")
+    read = _read_rows(model, panel, train_rows)
+    model.profile = DetectorProfile.fit(panel, read, exclude=model.held_out)
+    finite = np.isfinite(panel.values[read])
+    model.nonnegative = bool(np.nanmin(panel.values[read]) >= 0) if finite.any() else True
+    model.dataset = panel.dataset
+    tr = model.samples(panel, train_rows)
+    va = model.validation_samples(panel, val_rows)
+    t_prep = time.perf_counter()
+    dims = numeric_inputs(panel, tr.subset(np.arange(1)), model.profile, model.neighbours(panel),
+                          patch=model.cfg.patch, extra=model.cfg.extra_tokens).token_dims()
+    model.build(dims)
+    model.net.to(device)
+    p_val = model.prepare(panel, va)
+    prep_s = time.perf_counter() - t_prep
+    phases = model.recipe.phases if model.cfg.transformer else tuple(p for p in model.recipe.phases
+                                                                     if p.trains == "numeric")
+    if not phases:
+        raise ValueError(f"recipe {model.recipe.name!r} has no phase that trains the numeric path alone")
+    start_at = 0
+    if resume is not None:
+        have = [i for i, p in enumerate(phases) if (Path(resume) / p.name).exists()]
+        if not have:
+            raise FileNotFoundError(f"{resume} holds no phase state of recipe {model.recipe.name!r} to resume")
+        start_at = have[-1]
+    records, clock_cut = [], []
+    rng = np.random.default_rng(model.seed)
+    for i, phase in enumerate(phases):
+        if i < start_at:
+            continue
+        pick = draw_samples(model, panel, tr, phase, rng)
+        p_train = model.prepare(panel, tr.subset(pick), numeric_only=phase.trains == "numeric", training=True)
+        stop = stop_subset(model, panel, phase, va, p_val, val_rows)
+        sub = None if state_dir is None else Path(state_dir) / phase.name
+        res = run_phase(model, phase, p_train, stop, device, state_dir=sub,
+                        resume=Path(resume) / phase.name if resume is not None and i == start_at else None)
+        records.append(_phase_record(phase, res, len(p_train)))
+        if res.stopped == "time_limit":
+            clock_cut.append(phase.name)
+    hmax = int(model.spec.horizon_steps(panel.interval).max())
+    seen = max(int(read.max()), int(val_rows.max()) + hmax - 1 if val_rows.size else 0)
+    qc = _finish(model, panel, p_val, device, read, seen)
+    ok = np.isfinite(p_val.targets)
+    model.metrics = {
+        "val": horizon_metrics(qc, p_val.targets, model.spec.horizons_min),
+        "val_samples": len(p_val),
+        "recipe": model.recipe.name,
+        "phases": records,
+        "clock_cut": clock_cut,
+        "transformer_used": not model._transformer_is_off() if model.cfg.transformer else False,
+        "prepare_s": round(prep_s, 1),
+        "fit_wall_s": round(time.perf_counter() - t_start, 1),
+        "device": str(device), "world_size": ctx.world_size,
+        # == validation_check(panel, val_rows), without predicting twice
+        "reproduce": {"n": int(ok.sum()), "mae": float(np.abs(qc[..., 1] - p_val.targets)[ok].mean())},
+    }
+    return model
+
+
+def update(model: LMForecaster, panel: Panel, train_rows: np.ndarray, val_rows: np.ndarray, steps: int, lr: float,
+           max_minutes: float | None = None) -> dict:
+    """Continual update of a fitted model from its current weights: one `update_phase`, early-stopped on
+    `val_rows` with the starting weights scored first, then the bands recalibrated; returns a summary."""
+    t0 = time.perf_counter()
+    device = next(model.net.parameters()).device
+    seed_everything(model.seed)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(device))
+    numeric_only = model.net.encoder is None and model.net.late is None or model._transformer_is_off()
+    phase = update_phase(steps, lr, numeric_only=numeric_only, guard_minutes=max_minutes)
+    train_rows = np.asarray(train_rows, dtype=np.int64)
+    val_rows = np.asarray(val_rows, dtype=np.int64)
+    tr = model.samples(panel, train_rows)
+    budget = phase.n_steps(0) * phase.batch_size
+    if not numeric_only and len(tr) > budget:  # tokenising costs; the loop sees at most steps x batch samples
+        tr = tr.subset(np.sort(np.random.default_rng(model.seed).choice(len(tr), budget, replace=False)))
+    # scoring the numeric path is cheap: early-stop and calibrate on every validation sample (less noise)
+    va = model.samples(panel, val_rows) if numeric_only else model.validation_samples(panel, val_rows)
+    p_tr = model.prepare(panel, tr, numeric_only=numeric_only)
+    p_va = model.prepare(panel, va, numeric_only=numeric_only)
+    res = run_phase(model, phase, p_tr, p_va if numeric_only else p_va.head(model.recipe.eval_samples), device)
+    read = _read_rows(model, panel, np.concatenate([train_rows, val_rows]))
+    qc = _finish(model, panel, p_va, device, read, int(read.max()))
+    summary = {**_phase_record(phase, res, len(p_tr)), "val_samples": len(p_va), "batch_size": phase.batch_size,
+               "lr": lr, "wall_s": round(time.perf_counter() - t0, 1)}
+    model.metrics = {**{k: v for k, v in model.metrics.items() if k == "val"},
+                     "val_after_update": horizon_metrics(qc, p_va.targets, model.spec.horizons_min),
+                     "update": summary}
+    return summary
