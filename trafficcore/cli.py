@@ -16,6 +16,7 @@ import typer.core
 from trafficcore import config
 from trafficcore.errors import TrafficCoreError
 
+
 class _Commands(typer.core.TyperGroup):
     """The root command group: one place that turns user errors into one line and exit code 2.
 

@@ -185,18 +185,20 @@ def max_reading(measure: str, interval_s: int) -> float:
     return MAX_VOLUME_PER_HOUR * max(int(interval_s), 60) / 3600.0
 
 
-def check_values(vals: pd.Series, measure: str | pd.Series, interval_s: int, path, column: str,
+def check_values(vals: pd.Series, measure: str | pd.Series, interval_s: int | np.ndarray, path, column: str,
                  first_row: int) -> None:
-    """Every reading is at most `max_reading` for its measure (one measure, or one per record)."""
+    """Every reading is at most `max_reading` for its measure and interval (one for all, or one per record)."""
     v = vals.to_numpy(dtype=float)
-    is_speed = (np.asarray(measure) == "speed") if isinstance(measure, pd.Series) else measure == "speed"
-    limit = np.where(is_speed, MAX_SPEED, max_reading("volume", interval_s))
-    bad = v > limit
+    is_speed = np.broadcast_to(np.asarray(measure) == "speed", v.shape)
+    seconds = np.broadcast_to(np.maximum(np.asarray(interval_s, dtype=float), 60.0), v.shape)
+    limit = np.where(is_speed, MAX_SPEED, MAX_VOLUME_PER_HOUR * seconds / 3600.0)
+    with np.errstate(invalid="ignore"):
+        bad = v > limit
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        what = "speed" if np.broadcast_to(is_speed, v.shape)[i] else f"count in {int(interval_s)} s"
-        raise DataError(str(path), f"implausible {what}: {v[i]:g} (the limit is {float(np.broadcast_to(limit, v.shape)[i]):g})",
-                        row=first_row + i, column=column)
+        what = "speed" if is_speed[i] else f"count in {seconds[i]:g} s"
+        raise DataError(str(path), f"implausible {what}: {v[i]:g} (the most a detector can plausibly read is "
+                                   f"{limit[i]:g})", row=first_row + i, column=column)
 
 
 def check_time_bounds(ts: pd.Series, shown: pd.Series, path, column: str, first_row: int) -> None:
