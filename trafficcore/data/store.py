@@ -247,7 +247,7 @@ def _connect_retrying(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     delay = 0.01
     while True:
         try:
-            return duckdb.connect(path, read_only=read_only, config=dict(_CONFIG))
+            return open_duckdb(path, read_only)
         except duckdb.IOException as e:
             left = deadline - time.monotonic()
             if "lock" not in str(e).lower():
@@ -261,6 +261,12 @@ def _connect_retrying(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
 #: Never load or download DuckDB extensions: handed a SQLite (or Parquet, CSV...) file, DuckDB would
 #: otherwise try to fetch a scanner from the internet to open it. A store is a plain DuckDB file.
 _CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
+
+
+def open_duckdb(path: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A raw connection with the store's configuration: DuckDB refuses a second connection to an open
+    file with a different one, so every connection in the process must be made here."""
+    return duckdb.connect(str(path), read_only=read_only, config=dict(_CONFIG))
 
 
 def _not_a_store(path: str, err: Exception) -> DataError:
