@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -327,5 +327,6 @@ def _upsert(con: duckdb.DuckDBPyConnection, table: str, dataset: str | None, df:
         cols = ", ".join(COLUMNS[table])
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming")
     finally:
-        con.unregister("_incoming")
+        with suppress(duckdb.Error):  # an aborted transaction refuses this too; the first error is the one to report
+            con.unregister("_incoming")
     return len(df)
