@@ -88,7 +88,7 @@ with tab_import:
             if "zero_is_missing" in spec.options:
                 options["zero_is_missing"] = o2.checkbox("0 means no reading", key=f"imp_{fmt}_zero")
         existing = store.dataset_names()
-        name = st.text_input("Dataset name", value="mycity", key="imp_name", max_chars=40)
+        name = st.text_input("Dataset name", value="mycity", key="imp_name", max_chars=uu.NAME_MAX)
         problem = uu.check_dataset_name(name, existing)
         if problem and name in existing:
             st.caption(problem)

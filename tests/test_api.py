@@ -301,8 +301,8 @@ def test_readings_far_outside_the_data_are_refused(client, store):
     """One reading in year 2262 would make every later panel load allocate centuries of intervals."""
     before = len(store.observations("city"))
     outside = "outside the stored readings"
-    for ts, why in (("2262-04-11T23:45", "out of range (1900-2199)"), ("2150-01-01T00:00", outside),
-                    ("1990-01-01T00:00", outside)):
+    for ts, why in (("2262-04-11T23:45", "out of range (1970-2099)"), ("1900-01-01T00:00", "out of range"),
+                    ("2090-01-01T00:00", outside), ("1990-01-01T00:00", outside)):
         batch = [{"detector_id": "S01:E", "ts": "2025-09-20T08:00", "value": 1.0},
                  {"detector_id": "S01:N", "ts": ts, "value": 1.0}]
         r = client.post("/observations", params={"dataset": "city"}, json=batch, headers=AUTH)
@@ -310,6 +310,31 @@ def test_readings_far_outside_the_data_are_refused(client, store):
         assert (r.json()["row"], r.json()["column"]) == (2, "ts")
         assert why in r.json()["detail"]
     assert len(store.observations("city")) == before
+
+
+@pytest.mark.parametrize("value,why", [
+    (True, "number"), ("12", "number"), (1e12, "implausible count"), (1.7e308, "implausible count"),
+])
+def test_implausible_or_non_numeric_values_are_refused(client, store, value, why):
+    """A JSON true was read as 1.0 and 1.7e308 overflowed the float32 panel; both are refused, nothing written."""
+    before = len(store.observations("city"))
+    batch = [{"detector_id": "S01:E", "ts": "2025-09-20T08:00", "value": 1.0},
+             {"detector_id": "S01:N", "ts": "2025-09-20T08:00", "value": value}]
+    r = client.post("/observations", params={"dataset": "city"}, json=batch, headers=AUTH)
+    assert r.status_code == 422, r.text
+    assert why in r.text
+    if why.startswith("implausible"):
+        assert (r.json()["row"], r.json()["column"]) == (2, "value")
+    assert len(store.observations("city")) == before
+
+
+@pytest.mark.parametrize("name", ["../../x", "a b", "", "é", "x'; drop table", "a" * 41])
+def test_dataset_names_follow_the_data_layer_rule(client, name):
+    """The API accepted names up to 200 characters; it now applies the one rule of the CLI and dashboard."""
+    r = client.get("/forecast", params={"dataset": name, "site": "S01"}, headers=AUTH)
+    assert r.status_code == 422, r.text
+    body = [{"detector_id": "S01:N", "ts": "2025-09-20T08:00", "value": 1.0}]
+    assert client.post("/observations", params={"dataset": name}, json=body, headers=AUTH).status_code == 422
 
 
 @pytest.mark.parametrize("body,params,status", [

@@ -9,13 +9,58 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import typer
+import typer.core
 
 from trafficcore import config
 from trafficcore.errors import TrafficCoreError
 
+
+class _Commands(typer.core.TyperGroup):
+    """The root command group: one place that turns user errors into one line and exit code 2.
+
+    Why here rather than in each command: a bad `--dataset` name or a `--db` that is not a store can
+    reach any command, including those whose code lives with its layer (training, signal, live).
+    Every `--dataset` option of every sub-command is checked against the data layer's one naming
+    rule (`validate.check_dataset_name`) before the command runs.
+    """
+
+    def invoke(self, ctx: click.Context):
+        _check_dataset_options(self)
+        try:
+            return super().invoke(ctx)
+        except TrafficCoreError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(code=2) from None
+
+
+def _check_dataset_options(group: click.Group) -> None:
+    """Give each `--dataset` option (in sub-groups too) the dataset-name check, once."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _check_dataset_options(cmd)
+        for param in cmd.params:
+            if param.name == "dataset" and not getattr(param, "_name_checked", False):
+                param.callback = _name_checked(param.callback)
+                param._name_checked = True  # type: ignore[attr-defined]
+
+
+def _name_checked(callback):
+    def check(ctx: click.Context, param: click.Parameter, value):
+        from trafficcore.data.validate import check_dataset_name
+
+        if value is not None:
+            check_dataset_name(value)
+        return callback(ctx, param, value) if callback is not None else value
+
+    return check
+
+
 app = typer.Typer(
-    help="Traffic forecasts, explanations and signal timing for a city's intersections.", no_args_is_help=True
+    cls=_Commands,
+    help="Traffic forecasts, explanations and signal timing for a city's intersections.",
+    no_args_is_help=True,
 )
 
 DbOpt = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/trafficcore.duckdb)")

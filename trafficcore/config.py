@@ -35,6 +35,17 @@ def max_file_bytes() -> int:
     return int(mb * 1024 * 1024)
 
 
+#: Most cells (intervals x detectors) one in-memory panel may hold: 2**28 float32 values, 1 GiB.
+#: Override with TRAFFICCORE_MAX_PANEL_CELLS.
+DEFAULT_MAX_PANEL_CELLS = 2**28
+
+
+def max_panel_cells() -> int:
+    """Cell limit of one panel (`trafficcore.data.panel.load_panel` keeps the newest intervals that fit)."""
+    raw = os.environ.get("TRAFFICCORE_MAX_PANEL_CELLS")
+    return max(1, int(float(raw))) if raw else DEFAULT_MAX_PANEL_CELLS
+
+
 #: API bearer tokens a deployment may set here instead of the environment (see `api_tokens`); keep secrets out of git.
 API_TOKENS: tuple[str, ...] = ()
 #: Largest request body the API accepts (megabytes); override with TRAFFICCORE_API_MAX_BODY_MB.

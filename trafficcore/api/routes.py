@@ -37,7 +37,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 AUTH = [Depends(require_token)]
 
-Dataset = Query(..., min_length=1, max_length=s.MAX_ID, description="dataset name in the store")
+Dataset = Query(..., min_length=1, max_length=s.DATASET_MAX, pattern=s.DATASET_PATTERN,
+                description="dataset name in the store")
 At = Query(None, max_length=40, description="issue time, local wall clock (default: just after the newest "
                                             "complete interval)")
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+
+from trafficcore.data.validate import DATASET_NAME_MAX, DATASET_NAME_PATTERN
 
 #: Longest id/name accepted in a path or query (datasets, detectors, sites); longer is a 422, not a lookup.
 MAX_ID = 200
+#: Dataset names follow the data layer's one rule (`validate.check_dataset_name`); the API only republishes it.
+DATASET_MAX = DATASET_NAME_MAX
+DATASET_PATTERN = DATASET_NAME_PATTERN
 #: Most readings in one POST /observations batch (a SCATS day is 140 x 96 = 13,440).
 MAX_BATCH = 100_000
 
@@ -133,7 +138,8 @@ class Observation(BaseModel):
 
     detector_id: str = Field(min_length=1, max_length=MAX_ID)
     ts: str = Field(min_length=1, max_length=40, description="interval start, local time (e.g. 2025-09-29T08:15)")
-    value: float
+    #: Strict: a JSON true or "12" is refused (pydantic would read them as 1.0 and 12.0).
+    value: StrictFloat | StrictInt = Field(description="a JSON number")
 
 
 class IngestResponse(BaseModel):

@@ -153,10 +153,10 @@ class LiveCache:
             with self._guard:
                 if self._keeper is None:
                     try:
-                        import duckdb
+                        from trafficcore.data.store import open_duckdb
 
                         # the same configuration as the store's own connections, or DuckDB refuses the second
-                        self._keeper = duckdb.connect(str(self.store.path), read_only=self.store.read_only)
+                        self._keeper = open_duckdb(self.store.path, read_only=self.store.read_only)
                     except Exception:  # noqa: BLE001 - holding is an optimisation; without it requests still work
                         log.warning("could not hold the store open", exc_info=True)
         self._ensure_refresher()

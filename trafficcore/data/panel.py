@@ -6,12 +6,17 @@ makes forecasting all detectors of a city in well under a second possible.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from trafficcore import config
 from trafficcore.data.store import Store
+from trafficcore.data.validate import MAX_IMPORT_GAP
+
+log = logging.getLogger(__name__)
 
 EARTH_RADIUS_KM = 6371.0088
 
@@ -36,6 +41,7 @@ class Panel:
     events: pd.DataFrame
     weather: pd.DataFrame
     adjacency: pd.DataFrame
+    note: str = ""  # why the panel starts later than the dataset's first reading, when it does
     _col: dict[str, int] = field(default_factory=dict, repr=False, init=False)
     _neighbours: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False, init=False)
 
@@ -138,17 +144,22 @@ def load_panel(store: Store, dataset: str, measure: str | None = None) -> Panel:
     cols = pd.DataFrame({"detector_id": det["detector_id"], "col": np.arange(len(det), dtype=np.int64)})
     with store.connect() as con:
         con.register("_cols", cols)
-        lo, hi = con.execute(
-            "SELECT min(ts), max(ts) FROM observations o JOIN _cols c USING (detector_id) WHERE o.dataset = ?",
+        lo, hi, n = con.execute(
+            "SELECT min(ts), max(ts), count(*) FROM observations o JOIN _cols c USING (detector_id) "
+            "WHERE o.dataset = ?",
             [dataset],
         ).fetchone()
-        times = pd.DatetimeIndex([], dtype="datetime64[ns]") if lo is None else pd.date_range(lo, hi, freq=interval)
+        note = ""
+        if lo is not None:
+            lo, hi = pd.Timestamp(lo), pd.Timestamp(hi)
+            start, note = _bounded_start(con, dataset, lo, hi, interval, len(det), int(n))
+        times = pd.DatetimeIndex([], dtype="datetime64[ns]") if lo is None else pd.date_range(start, hi, freq=interval)
         values = np.full((len(times), len(det)), np.nan, dtype=np.float32)
         if lo is not None:
             got = con.execute(
                 """SELECT c.col, (epoch_us(o.ts) - epoch_us(?::TIMESTAMP)) // ? AS r, o.value
-                   FROM observations o JOIN _cols c USING (detector_id) WHERE o.dataset = ?""",
-                [lo, int(interval.total_seconds() * 1_000_000), dataset],
+                   FROM observations o JOIN _cols c USING (detector_id) WHERE o.dataset = ? AND o.ts >= ?""",
+                [start.to_pydatetime(), int(interval.total_seconds() * 1_000_000), dataset, start.to_pydatetime()],
             ).fetchnumpy()
             values[np.asarray(got["r"], dtype=np.int64), np.asarray(got["col"], dtype=np.int64)] = np.asarray(
                 got["value"], dtype=np.float32
@@ -164,4 +175,46 @@ def load_panel(store: Store, dataset: str, measure: str | None = None) -> Panel:
         events=store.events(dataset),
         weather=store.weather(dataset),
         adjacency=store.adjacency(dataset),
+        note=note,
     )
+
+
+def _bounded_start(con, dataset: str, lo: pd.Timestamp, hi: pd.Timestamp, interval: pd.Timedelta, detectors: int,
+                   readings: int) -> tuple[pd.Timestamp, str]:
+    """Where the dense grid starts (on the grid of the first reading), and why when that is not `lo`.
+
+    Why: the grid is dense from first to newest reading, so one stray reading decades before the rest
+    (written before imports checked dates, or by hand) would cost gigabytes for every load. Readings
+    before the newest gap longer than `MAX_IMPORT_GAP` (the gap an import refuses) are left out, and
+    the grid never holds more than `config.max_panel_cells()` cells: beyond it, the newest intervals
+    that fit are kept (forecasts need the recent past). A grid at least a quarter filled skips the
+    gap search: such a dataset has no decades-long hole.
+    """
+    step = interval.value
+    rows = (hi - lo).value // step + 1
+    start, why = lo, ""
+    if rows * max(detectors, 1) > 4 * max(readings, 1):
+        after_gap = con.execute(
+            """SELECT max(ts) FROM (SELECT ts, lag(ts) OVER (ORDER BY ts) AS prev FROM
+                   (SELECT DISTINCT o.ts FROM observations o JOIN _cols c USING (detector_id) WHERE o.dataset = ?))
+               WHERE epoch_us(ts) - epoch_us(prev) > ?""",
+            [dataset, MAX_IMPORT_GAP.value // 1000],
+        ).fetchone()[0]
+        if after_gap is not None:
+            start = _on_grid(lo, pd.Timestamp(after_gap), step)
+            why = f"a gap of more than {MAX_IMPORT_GAP.days} days without readings"
+    max_rows = max(1, config.max_panel_cells() // max(detectors, 1))
+    if (hi - start).value // step + 1 > max_rows:
+        start = _on_grid(lo, hi - (max_rows - 1) * interval, step)
+        why = f"the {config.max_panel_cells():,}-cell limit of a panel (TRAFFICCORE_MAX_PANEL_CELLS)"
+    if start == lo:
+        return lo, ""
+    note = f"readings of {dataset!r} before {start} ({lo} onwards) are left out: {why}"
+    log.warning(note)
+    return start, note
+
+
+def _on_grid(lo: pd.Timestamp, ts: pd.Timestamp, step: int) -> pd.Timestamp:
+    """The first interval start of the grid anchored at `lo` at or after `ts`."""
+    k = -(-(ts - lo).value // step)
+    return lo + pd.Timedelta(k * step, unit="ns")

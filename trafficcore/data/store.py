@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -19,7 +19,8 @@ import pandas as pd
 
 from trafficcore import config
 from trafficcore.data.schema import COLUMNS, KEYS, LOADED_TABLES, CanonicalTables
-from trafficcore.data.validate import check_tables
+from trafficcore.data.validate import check_dataset_name, check_readings, check_tables
+from trafficcore.errors import DataError
 
 
 class Store:
@@ -29,7 +30,10 @@ class Store:
         self.path = config.db_path(path)
         self.read_only = read_only
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DataError(str(self.path), f"cannot create the store's folder: {e.strerror}") from None
             with self.connect() as con:
                 for stmt in _ddl():
                     con.execute(stmt)
@@ -37,10 +41,15 @@ class Store:
 
     @contextmanager
     def connect(self):
+        """A connection; a file that is no usable store ends in one `DataError` naming it (exit 2 in the CLI)."""
         read_only = self.read_only and self.path.exists()
         con = _connect_retrying(str(self.path), read_only)
         try:
             yield con
+        except duckdb.IOException as e:  # a truncated file can open and fail on the first read
+            if "lock" in str(e).lower():
+                raise
+            raise _not_a_store(str(self.path), e) from None
         finally:
             con.close()
 
@@ -64,14 +73,14 @@ class Store:
         (an overlapping range upserts). Referential checks run against what is already stored,
         so a later file may add observations for detectors imported earlier.
         """
-        if not dataset or not dataset.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"dataset name must be letters, digits, '-' or '_': {dataset!r}")
+        check_dataset_name(dataset)
         frames = {t: tables.normalised(t) for t in LOADED_TABLES}
         known_sites = set(self._column(dataset, "sites", "site_id"))
         known_detectors = set(self._column(dataset, "detectors", "detector_id"))
         check_tables(frames, known_sites, known_detectors)
-        counts: dict[str, int] = {}
         info = tables.info
+        self._check_readings(dataset, frames, info)
+        counts: dict[str, int] = {}
         with self.transaction() as con:
             con.execute("DELETE FROM datasets WHERE dataset = ?", [dataset])
             con.execute(
@@ -81,6 +90,23 @@ class Store:
             for table, df in frames.items():
                 counts[table] = _upsert(con, table, dataset, df)
         return counts
+
+    def _check_readings(self, dataset: str, frames: dict[str, pd.DataFrame], info) -> None:
+        """Plausibility of the incoming readings, also against those already stored (`check_readings`)."""
+        obs = frames["observations"]
+        if obs.empty:
+            return
+        measure_of: dict = {}
+        stored = None
+        if self.path.exists():
+            with self.connect() as con:
+                measure_of = dict(con.execute("SELECT detector_id, measure FROM detectors WHERE dataset = ?",
+                                              [dataset]).fetchall())
+                stored = con.execute("SELECT min(ts), max(ts) FROM observations WHERE dataset = ?",
+                                     [dataset]).fetchone()
+        det = frames["detectors"]
+        measure_of.update(zip(det["detector_id"], det["measure"].fillna(info.measure), strict=True))
+        check_readings(obs, measure_of, int(info.interval_s), stored, info.source or "<observations>", dataset)
 
     def write_frame(self, table: str, df: pd.DataFrame, dataset: str | None = None) -> int:
         """Upsert rows into a product table (`forecasts`, `model_runs`) in one transaction."""
@@ -221,13 +247,47 @@ def _connect_retrying(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     delay = 0.01
     while True:
         try:
-            return duckdb.connect(path, read_only=read_only)
+            return open_duckdb(path, read_only)
         except duckdb.IOException as e:
             left = deadline - time.monotonic()
-            if "lock" not in str(e).lower() or left <= 0:
+            if "lock" not in str(e).lower():
+                raise _not_a_store(path, e) from None
+            if left <= 0:
                 raise
             time.sleep(min(delay, left))  # the last try comes when the wait is up, not a backoff step early
             delay = min(delay * 2, 0.5)
+
+
+#: Never load or download DuckDB extensions: handed a SQLite (or Parquet, CSV...) file, DuckDB would
+#: otherwise try to fetch a scanner from the internet to open it. A store is a plain DuckDB file.
+_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
+
+
+def open_duckdb(path: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A raw connection with the store's configuration: DuckDB refuses a second connection to an open
+    file with a different one, so every connection in the process must be made here."""
+    return duckdb.connect(str(path), read_only=read_only, config=dict(_CONFIG))
+
+
+def _not_a_store(path: str, err: Exception) -> DataError:
+    """One clear line for a `--db` that cannot be opened as a store (not DuckDB, truncated, a folder...)."""
+    p = Path(path)
+    text = str(err)
+    if p.is_dir():
+        why = "is a folder, expected a DuckDB store file"
+    elif p.exists() and p.stat().st_size == 0:
+        why = "is an empty file, not a DuckDB store (delete it to start a new store)"
+    elif "sqlite" in text.lower():
+        why = "is a SQLite database, not a DuckDB store"
+    elif "not a valid DuckDB database" in text:
+        why = "is not a DuckDB store"
+    elif "read enough bytes" in text or "corrupt" in text.lower():
+        why = "is truncated or damaged (restore it from a backup)"
+    elif "permission" in text.lower() or "read-only" in text.lower():
+        why = "cannot be written (read-only file or folder)"
+    else:
+        why = f"cannot be opened as a DuckDB store ({text.splitlines()[0] if text else type(err).__name__})"
+    return DataError(str(path), why)
 
 
 def _ddl() -> list[str]:
@@ -267,5 +327,6 @@ def _upsert(con: duckdb.DuckDBPyConnection, table: str, dataset: str | None, df:
         cols = ", ".join(COLUMNS[table])
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming")
     finally:
-        con.unregister("_incoming")
+        with suppress(duckdb.Error):  # an aborted transaction refuses this too; the first error is the one to report
+            con.unregister("_incoming")
     return len(df)

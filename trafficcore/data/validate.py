@@ -115,9 +115,6 @@ def to_numbers(
     return vals
 
 
-#: Timestamps outside these bounds are typos (and would not fit the nanosecond clock of the store).
-EARLIEST = pd.Timestamp("1900-01-01")
-LATEST = pd.Timestamp("2200-01-01")
 
 
 def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | None = None) -> pd.Series:
@@ -143,12 +140,133 @@ def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | No
             row=first_row,
             column=column,
         )
-    out_of_range = (ts < EARLIEST) | (ts >= LATEST)
-    if out_of_range.any():
-        i = int(np.flatnonzero(out_of_range.to_numpy())[0])
-        raise DataError(str(path), f"date/time out of range ({EARLIEST.year}-{LATEST.year - 1}): {s.iloc[i]!r}",
-                        row=first_row + i, column=column)
+    check_time_bounds(ts, s, path, column, first_row)
     return ts.astype("datetime64[ns]")
+
+
+# ---------------------------------------------------------------- plausibility: one rule for every way data enter
+# Imports (every loader), the store's own backstop and live ingest (API, folder watcher, replay) all
+# apply these, so a reading refused one way cannot slip in another.
+
+#: Readings before this or from this on are typos (traffic detectors logged nothing before 1970).
+EARLIEST = pd.Timestamp("1970-01-01")
+LATEST = pd.Timestamp("2100-01-01")
+#: Largest gap allowed between a reading and the rest of its dataset, on import.
+#: Why: a panel is dense from the first to the newest reading, so one reading decades away from the
+#: rest makes every load allocate decades of empty intervals (one 1900 row in SCATS: 1.95 GiB).
+MAX_IMPORT_GAP = pd.Timedelta(days=366)
+#: The same for live readings, which arrive as the clock moves: a week covers an outage's backlog.
+MAX_LIVE_GAP = pd.Timedelta(days=7)
+#: Vehicles per hour one detector can count (an approach of 8 lanes at 2,500 vehicles/h); scaled to
+#: the interval. The busiest real detector here counts 695 in 15 minutes (2,780/h).
+MAX_VOLUME_PER_HOUR = 20_000.0
+#: Fastest plausible speed, in km/h or mph (datasets differ; 148 is the real maximum seen).
+MAX_SPEED = 400.0
+#: Dataset names: a letter or digit, then letters, digits, '-' or '_'; 40 characters at most. They
+#: name folders of saved models and appear in URLs, so nothing that needs quoting gets in.
+DATASET_NAME_MAX = 40
+DATASET_NAME_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_-]{{0,{DATASET_NAME_MAX - 1}}}$"
+_DATASET_NAME = re.compile(DATASET_NAME_PATTERN)
+
+
+def check_dataset_name(name: object, where: str = "--dataset") -> str:
+    """The one rule for dataset names (CLI, API, dashboard, store); a `DataError` naming `where` otherwise."""
+    if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:60]) + "..."
+        raise DataError(where, f"dataset name {shown} is not allowed: use 1-{DATASET_NAME_MAX} letters, digits, "
+                               "'-' or '_', starting with a letter or digit")
+    return name
+
+
+def max_reading(measure: str, interval_s: int) -> float:
+    """The largest plausible reading of a detector measuring `measure` over `interval_s` seconds."""
+    if measure == "speed":
+        return MAX_SPEED
+    return MAX_VOLUME_PER_HOUR * max(int(interval_s), 60) / 3600.0
+
+
+def check_values(vals: pd.Series, measure: str | pd.Series, interval_s: int | np.ndarray, path, column: str,
+                 first_row: int) -> None:
+    """Every reading is at most `max_reading` for its measure and interval (one for all, or one per record)."""
+    v = vals.to_numpy(dtype=float)
+    is_speed = np.broadcast_to(np.asarray(measure) == "speed", v.shape)
+    seconds = np.broadcast_to(np.maximum(np.asarray(interval_s, dtype=float), 60.0), v.shape)
+    limit = np.where(is_speed, MAX_SPEED, MAX_VOLUME_PER_HOUR * seconds / 3600.0)
+    with np.errstate(invalid="ignore"):
+        bad = v > limit
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        what = "speed" if is_speed[i] else f"count in {seconds[i]:g} s"
+        raise DataError(str(path), f"implausible {what}: {v[i]:g} (the most a detector can plausibly read is "
+                                   f"{limit[i]:g})", row=first_row + i, column=column)
+
+
+def check_time_bounds(ts: pd.Series, shown: pd.Series, path, column: str, first_row: int) -> None:
+    """Every time lies in [EARLIEST, LATEST); `shown` is the original cells, for the message."""
+    out_of_range = ((ts < EARLIEST) | (ts >= LATEST)).to_numpy()
+    if out_of_range.any():
+        i = int(np.flatnonzero(out_of_range)[0])
+        raise DataError(str(path), f"date/time out of range ({EARLIEST.year}-{LATEST.year - 1}): {shown.iloc[i]!r}",
+                        row=first_row + i, column=column)
+
+
+def check_time_window(ts: pd.Series, path, column: str, first_row: int, stored: tuple | None = None,
+                      max_gap: pd.Timedelta = MAX_IMPORT_GAP, dataset: str = "") -> None:
+    """No reading lies more than `max_gap` from the rest of its dataset (the readings in `ts` and the
+    stored range `stored` = (first, newest), taken as one unbroken stretch).
+
+    At the first gap too wide, the reading named is the one on the side without stored readings (else
+    on the side with fewer readings): the stray row, not the thousands it strayed from.
+    """
+    t = pd.to_datetime(ts).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    if not len(t):
+        return
+    lo = hi = None
+    if stored is not None and stored[0] is not None and not pd.isna(stored[0]):
+        lo, hi = pd.Timestamp(stored[0]), pd.Timestamp(stored[1])
+        points = np.unique(np.concatenate([t, [lo.value, hi.value]]))
+    else:
+        points = np.unique(t)
+    gaps = np.diff(points)
+    wide = gaps > max_gap.value
+    if lo is not None:
+        wide &= ~((points[:-1] >= lo.value) & (points[1:] <= hi.value))
+    if not wide.any():
+        return
+    k = int(np.flatnonzero(wide)[0])
+    if lo is not None:
+        left = points[k] < lo.value
+    else:
+        left = (t <= points[k]).sum() <= (t > points[k]).sum()
+    stray = points[k] if left else points[k + 1]
+    i = int(np.flatnonzero(t == stray)[0])
+    when = pd.Timestamp(stray)
+    if lo is not None and (when < lo - max_gap or when > hi + max_gap):
+        msg = (f"{when} is more than {max_gap.days} days outside the stored readings of {dataset!r} "
+               f"({lo} .. {hi})")
+    else:
+        msg = f"{when} is more than {max_gap.days} days from any other reading of the dataset"
+    raise DataError(str(path), msg + "; a date typo?", row=first_row + i, column=column)
+
+
+def check_readings(obs: pd.DataFrame, measure_of: dict, interval_s: int, stored: tuple | None, source: str,
+                   dataset: str, max_gap: pd.Timedelta = MAX_IMPORT_GAP) -> None:
+    """Backstop run by the store on every import: the plausibility rules above on canonical
+    observations, and against the readings already stored. Rows of the source file are not known
+    here, so the reading is named by its detector and time.
+    """
+    if obs.empty:
+        return
+    obs = obs.reset_index(drop=True)
+    measure = obs["detector_id"].map(measure_of).fillna("volume")
+    try:
+        check_time_bounds(obs["ts"], obs["ts"], source, "ts", 0)
+        check_time_window(obs["ts"], source, "ts", 0, stored, max_gap, dataset)
+        check_values(obs["value"], measure, interval_s, source, "value", 0)
+    except DataError as e:
+        r = obs.iloc[int(e.row)]
+        raise DataError(source, f"reading of detector {r['detector_id']!r} at {pd.Timestamp(r['ts'])}: {e.message}",
+                        column=e.column) from None
 
 
 def check_unique(df: pd.DataFrame, keys: list[str], value: str | None, path, first_row: int) -> pd.DataFrame:

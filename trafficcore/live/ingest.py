@@ -33,7 +33,15 @@ import pandas as pd
 from trafficcore.data.panel import Panel, load_panel
 from trafficcore.data.schema import FORECAST_COLUMNS
 from trafficcore.data.store import Store
-from trafficcore.data.validate import check_known, check_unique, parse_local_times, to_numbers
+from trafficcore.data.validate import (
+    MAX_LIVE_GAP,
+    check_known,
+    check_time_window,
+    check_unique,
+    check_values,
+    parse_local_times,
+    to_numbers,
+)
 from trafficcore.errors import DataError
 
 REQUIRED = ("detector_id", "ts", "value")
@@ -129,27 +137,22 @@ def _check_grid(con, dataset: str, df: pd.DataFrame, interval_s: int, source: st
                                 f"dataset {dataset!r}", row=i, column="ts")
 
 
-#: How far before the first or after the newest stored reading a new reading may lie.
-MAX_READING_GAP = pd.Timedelta(days=7)
-
-
 def _check_window(con, dataset: str, df: pd.DataFrame, source: str) -> None:
-    """Refuse readings far outside the stored range.
+    """Refuse readings far from the stored ones, and readings beyond their measure's bound.
 
     Why: the panel every model reads is dense from the first to the newest reading, so one reading
     stamped years away (a typo, a unit mix-up, a hostile client) would make every later panel load
     allocate years of empty intervals and take the server and the dashboard down. Backfill further
-    back is an import (`trafficcore import long`), not a live reading.
+    back is an import (`trafficcore import long`), not a live reading. The rules are the imports' own
+    (`validate.check_time_window`, `validate.check_values`), with the live week in place of a year.
     """
-    lo, hi = con.execute("SELECT min(ts), max(ts) FROM observations WHERE dataset = ?", [dataset]).fetchone()
-    if lo is None or pd.isna(lo):
-        return
-    lo, hi = pd.Timestamp(lo), pd.Timestamp(hi)
-    bad = ((df["ts"] < lo - MAX_READING_GAP) | (df["ts"] > hi + MAX_READING_GAP)).to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(source, f"{df['ts'].iloc[i]} is more than {MAX_READING_GAP.days} days outside the stored "
-                                f"readings of {dataset!r} ({lo} .. {hi})", row=i, column="ts")
+    stored = con.execute("SELECT min(ts), max(ts) FROM observations WHERE dataset = ?", [dataset]).fetchone()
+    check_time_window(df["ts"], source, "ts", 0, stored, MAX_LIVE_GAP, dataset)
+    det = con.execute("SELECT detector_id, measure, interval_s FROM detectors WHERE dataset = ?", [dataset]).df()
+    info_interval = con.execute("SELECT interval_s FROM datasets WHERE dataset = ?", [dataset]).fetchone()[0]
+    measure = df["detector_id"].map(dict(zip(det["detector_id"], det["measure"], strict=True))).fillna("volume")
+    interval = df["detector_id"].map(dict(zip(det["detector_id"], det["interval_s"], strict=True)))
+    check_values(df["value"], measure, interval.fillna(info_interval).to_numpy(dtype=float), source, "value", 0)
 
 
 def batch_id(df: pd.DataFrame) -> str:
@@ -317,7 +320,8 @@ def _patched(panel: Panel, rows: pd.DataFrame) -> Panel | None:
         values = values.copy()
     values[r, c.to_numpy(dtype=np.int64)] = rows["value"].to_numpy(dtype=np.float32)
     out = Panel(dataset=panel.dataset, info=panel.info, times=times, detectors=panel.detectors, values=values,
-                sites=panel.sites, events=panel.events, weather=panel.weather, adjacency=panel.adjacency)
+                sites=panel.sites, events=panel.events, weather=panel.weather, adjacency=panel.adjacency,
+                note=panel.note)
     out._neighbours = panel._neighbours  # depends on detectors only
     return out
 

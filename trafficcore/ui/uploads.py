@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from trafficcore.data import validate
 from trafficcore.data.schema import CanonicalTables
 from trafficcore.errors import DataError
 
@@ -77,15 +78,19 @@ CLI_ONLY = {
     "`trafficcore import citypulse FOLDER --events EVENTS.csv --dataset aarhus`.",
 }
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+#: Longest dataset name (the data layer's rule), for the name box.
+NAME_MAX = validate.DATASET_NAME_MAX
 
 
 def check_dataset_name(name: str, existing: list[str]) -> str | None:
     """None when `name` can be used; else a sentence saying what to change."""
     if not name:
         return "Give the dataset a name."
-    if not _NAME.match(name):
-        return "A dataset name may use letters, digits, '-' and '_' only (at most 40 characters)."
+    try:
+        validate.check_dataset_name(name)
+    except DataError:
+        return (f"A dataset name may use letters, digits, '-' and '_' only, starting with a letter or digit "
+                f"(at most {validate.DATASET_NAME_MAX} characters).")
     if name in existing:
         return f"A dataset called '{name}' exists; importing adds to it and replaces readings it already has."
     return None

@@ -76,7 +76,15 @@ import numpy as np
 import pandas as pd
 
 from trafficcore.data.schema import CanonicalTables, DatasetInfo, empty
-from trafficcore.data.validate import check_file, read_csv, read_text, to_numbers, to_timestamps
+from trafficcore.data.validate import (
+    check_file,
+    check_time_window,
+    check_values,
+    read_csv,
+    read_text,
+    to_numbers,
+    to_timestamps,
+)
 from trafficcore.errors import DataError
 
 TIMEZONE = "Europe/Copenhagen"
@@ -316,6 +324,9 @@ def _read_matrix(path: Path, known: set[str], whole_numbers: bool) -> pd.DataFra
                         row=2 + i, column="timestamp")
     values = df[ids].to_numpy(dtype=float)
     _check_cells(values, ids, p, whole_numbers)
+    for j, c in enumerate(ids):
+        check_values(pd.Series(values[:, j]), "volume" if whole_numbers else "speed", INTERVAL_S, p, c, 2)
+    check_time_window(ts, p, "timestamp", 2)
     frame = pd.DataFrame(values, index=pd.DatetimeIndex(ts), columns=ids)
     return _drop_repeated_rows(frame, p)
 

@@ -23,8 +23,10 @@ from trafficcore.data.validate import (
     check_file,
     check_known,
     check_range,
+    check_time_window,
     check_timezone,
     check_unique,
+    check_values,
     mode_step,
     parse_interval,
     parse_local_times,
@@ -74,6 +76,7 @@ def load(
     det_df = _load_detectors(detectors, set(site_df["site_id"]))
     obs_df = _load_observations(observations, set(det_df["detector_id"]))
     det_df = _assign_intervals(det_df, obs_df, default_step, observations, detectors)
+    _check_plausible(obs_df, det_df, observations)
 
     step = default_step if default_step is not None else int(det_df["interval_s"].mode().min())
     measure = str(det_df["measure"].mode().iloc[0])
@@ -199,6 +202,18 @@ def _load_observations(path, known_detectors: set[str]) -> pd.DataFrame:
     obs = obs.copy()
     obs["row"] = obs.index + FIRST_ROW  # kept until the interval check can name offending rows
     return obs
+
+
+def _check_plausible(obs: pd.DataFrame, det: pd.DataFrame, path) -> None:
+    """The shared plausibility rules (`validate`): no reading far from the rest, none beyond its measure's bound."""
+    obs = obs.reset_index(drop=True)
+    measure = obs["detector_id"].map(dict(zip(det["detector_id"], det["measure"], strict=True)))
+    interval = obs["detector_id"].map(dict(zip(det["detector_id"], det["interval_s"].astype("int64"), strict=True)))
+    try:
+        check_time_window(obs["ts"], path, "timestamp", 0)
+        check_values(obs["value"], measure, interval.to_numpy(dtype=float), path, "value", 0)
+    except DataError as e:
+        raise DataError(e.file, e.message, row=int(obs["row"].iloc[int(e.row)]), column=e.column) from None
 
 
 def _optional_text(df: pd.DataFrame, column: str) -> pd.Series:

@@ -54,7 +54,17 @@ import numpy as np
 import pandas as pd
 
 from trafficcore.data.schema import CanonicalTables, DatasetInfo
-from trafficcore.data.validate import check_columns, check_file, read_csv, to_numbers
+from trafficcore.data.validate import (
+    EARLIEST,
+    LATEST,
+    check_columns,
+    check_file,
+    check_time_bounds,
+    check_time_window,
+    check_values,
+    read_csv,
+    to_numbers,
+)
 from trafficcore.errors import DataError
 
 TIMEZONE = "Australia/Melbourne"
@@ -83,6 +93,8 @@ def load(path: str | Path, sites_listing: str | Path | None = None) -> Canonical
     names = _read_listing(sites_listing) if sites_listing is not None else {}
     recs = _parse_records(raw, rows, p)
     recs = _drop_duplicate_days(recs, p)
+    with _rows_as_seen(recs["row"].to_numpy()):
+        check_time_window(recs["date"].reset_index(drop=True), p, "Date", 0)
     detectors = _detectors(recs, p)
     sites = _sites(detectors, recs, names)
     observations = _observations(recs)
@@ -308,9 +320,11 @@ def _parse_records(raw: pd.DataFrame, rows: np.ndarray, p: Path) -> pd.DataFrame
         out["lat"] = to_numbers(raw["NB_LATITUDE"], p, "NB_LATITUDE", 0, allow_missing=True).to_numpy()
         out["lon"] = to_numbers(raw["NB_LONGITUDE"], p, "NB_LONGITUDE", 0, allow_missing=True).to_numpy()
         out["date"] = _dates(raw["Date"], p)
+        check_time_bounds(out["date"], raw["Date"], p, "Date", 0)
         counts = np.empty((len(raw), 96), dtype=float)
         for k, c in enumerate(COUNT_COLUMNS):
             counts[:, k] = to_numbers(raw[c], p, c, 0, non_negative=True).to_numpy()
+            check_values(pd.Series(counts[:, k]), "volume", INTERVAL_S, p, c, 0)
     frac = counts != np.floor(counts)
     if frac.any():
         i, k = np.argwhere(frac)[0]
@@ -383,6 +397,12 @@ def _dates(s: pd.Series, p: Path) -> np.ndarray:
         }
     )
     ok = parts.notna().all(axis=1)
+    years = pd.to_numeric(parts["year"], errors="coerce")
+    far = (ok & ((years < EARLIEST.year) | (years >= LATEST.year))).to_numpy()
+    if far.any():  # refused before parsing: pandas cannot even hold a date like 2300-01-01 in nanoseconds
+        i = int(np.flatnonzero(far)[0])
+        raise DataError(str(p), f"date/time out of range ({EARLIEST.year}-{LATEST.year - 1}): {s.iloc[i]!r}",
+                        row=i, column="Date")
     dates = pd.to_datetime(parts[ok].astype(int), errors="coerce") if ok.any() else pd.Series(dtype="datetime64[ns]")
     full = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
     full[ok] = dates
