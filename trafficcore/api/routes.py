@@ -10,6 +10,7 @@ analysis in `trafficcore.signal`, ingest and alerts in `trafficcore.live`.
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from trafficcore.api.service import LiveCache, NotFound, check_issue_time
 from trafficcore.errors import DataError
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 #: Error responses shared by the authenticated routes (documented in the OpenAPI spec).
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -251,6 +253,16 @@ def observations(
         cache.invalidate(dataset)
         if refresh:
             cache.schedule_refresh(dataset, result.detectors)
+    elif result.duplicate_batch and refresh:  # a resend after a crash may find its forecasts never issued
+        from trafficcore.live.ingest import missing_forecasts
+
+        try:
+            missing, _ = missing_forecasts(cache.store, dataset, result.detectors)
+        except Exception:  # noqa: BLE001 - the batch is stored; a failed check must not fail the request
+            log.warning("checking the forecasts of a resent batch on %s failed", dataset, exc_info=True)
+            missing = []
+        if missing:
+            cache.schedule_refresh(dataset, missing)
     return s.IngestResponse(**_jsonable(result.to_dict()))
 
 
