@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from trafficcore.api import schemas as s
-from trafficcore.api.auth import require_token
+from trafficcore.api.auth import authorised, require_token
 from trafficcore.api.service import LiveCache, NotFound, check_issue_time
 from trafficcore.errors import DataError
 
@@ -79,15 +79,18 @@ def _bad_query(message: str, column: str) -> DataError:
 
 
 # ---------------------------------------------------------------------------------------------- health
-@router.get("/health", response_model=s.HealthResponse, tags=["service"])
+@router.get("/health", response_model=s.HealthResponse, response_model_exclude_none=True, tags=["service"])
 def health(request: Request) -> s.HealthResponse:
-    """Liveness and readiness without a token: is the store reachable, which datasets, which models loaded."""
+    """Liveness and readiness: `status` for anyone; with a valid token also the store, its datasets and the
+    models loaded (they describe the server to whoever asks, so an anonymous probe gets only ok/degraded)."""
     cache = _cache(request)
     try:
         names = cache.store.dataset_names()
         ok, error = True, None
     except Exception as e:  # noqa: BLE001 - health reports the fault instead of failing
         names, ok, error = [], False, f"{type(e).__name__}: store unreachable"
+    if not authorised(request):
+        return s.HealthResponse(status="ok" if ok else "degraded")
     return s.HealthResponse(
         status="ok" if ok else "degraded", store=str(cache.store.path), store_reachable=ok, datasets=names,
         models_loaded=cache.loaded_models(), auth=request.app.state.tokens is not None, error=error,
