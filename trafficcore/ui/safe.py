@@ -1,0 +1,34 @@
+"""User-provided text made safe to show: site names, file names, cell contents, API sources, model names.
+
+Why: Streamlit renders st.markdown/caption/info/error/title/subheader (and widget labels) as
+GitHub-flavoured Markdown, so a site called `[x](http://evil) ![i](http://evil/i.png)` became a live
+link and an image the browser fetched, and a bare `http://...` became a link by itself. Every page
+passes text it did not write itself through `md` before it reaches Markdown; plotly renders a
+subset of HTML (`<a href>`, `<b>`) in titles, legends and axis labels, so such text goes through
+`plot_text` there. Pure functions, no Streamlit: pages are thin and this is testable without a browser.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+#: Every ASCII punctuation character: CommonMark lets a backslash escape any of them, so escaping all of
+#: them is safe, and it also defuses what is not Markdown proper but Streamlit renders from Markdown text:
+#: bare-URL autolinks (`http://`, `www.`, `a@b.c`), `:material/icon:` and `:red[...]` directives, `$math$`,
+#: and raw HTML (`<img src=...>`, entities such as `&lt;`).
+_PUNCT = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+
+
+def md(text: object) -> str:
+    """`text` as Markdown that displays exactly these characters: no links, images, HTML or formatting.
+
+    Line breaks become spaces (names and messages are one line; a break could start a heading or a list).
+    """
+    s = "" if text is None else str(text)
+    return _PUNCT.sub(r"\\\1", " ".join(s.splitlines()))
+
+
+def plot_text(text: object) -> str:
+    """`text` for a plotly title, legend entry or annotation: its HTML-like tags shown, not rendered."""
+    return html.escape("" if text is None else str(text), quote=False)
