@@ -20,13 +20,22 @@ import re
 _PUNCT = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
 
 
-def md(text: object) -> str:
-    """`text` as Markdown that displays exactly these characters: no links, images, HTML or formatting.
+#: Where GitHub-flavoured Markdown starts a bare-URL link (`http://`, `https://`, `www.`, `name@host.tld`).
+#: Streamlit finds these in the text *after* escapes are resolved, so a backslash does not stop them: an
+#: invisible WORD JOINER (U+2060) is put inside each one instead.
+_AUTOLINK = re.compile(r"(?i)(https?|ftp|www|mailto|xmpp)(?=[:.])|(@)")
+JOINER = "\u2060"
 
-    Line breaks become spaces (names and messages are one line; a break could start a heading or a list).
+
+def md(text: object) -> str:
+    """`text` as Markdown that displays these characters: no links, images, HTML or formatting.
+
+    Line breaks become spaces (names and messages are one line; a break could start a heading or a list),
+    and an invisible U+2060 breaks each bare URL (see `_AUTOLINK`).
     """
-    s = "" if text is None else str(text)
-    return _PUNCT.sub(r"\\\1", " ".join(s.splitlines()))
+    s = " ".join(("" if text is None else str(text)).splitlines())
+    s = _AUTOLINK.sub(lambda m: m.group(0) + JOINER, s)
+    return _PUNCT.sub(r"\\\1", s)
 
 
 def plot_text(text: object) -> str:
