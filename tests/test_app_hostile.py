@@ -35,7 +35,8 @@ def test_md_escapes_every_markdown_and_html_construct():
     assert unrendered(out) and "\n" not in out
     shown = out.replace("\\", "").replace(JOINER, "")  # what the reader sees (U+2060 is invisible)
     assert shown == PAYLOAD + " # heading - item"
-    assert md("Mill St / 1st Ave") == "Mill St \\/ 1st Ave" and md(None) == ""
+    assert md("Mill St / 1st Ave (N)") == "Mill St / 1st Ave (N)" and md(None) == ""  # plain names stay as typed
+    assert md("1. first") == "1\\. first" and md("- item") == "\\- item"  # not a list
     assert plot_text('<a href="http://x">y</a>') == '&lt;a href="http://x"&gt;y&lt;/a&gt;'
 
 
@@ -44,7 +45,7 @@ def test_import_error_escapes_the_file_name_and_the_cell():
 
     err = DataError("/tmp/up/a.csv", f"not a number: '{PAYLOAD}'", row=3, column="A")
     text = plain_error(err, {"/tmp/up/a.csv": f"counts {PAYLOAD}.csv"})
-    assert text.startswith(f"In **counts {md(PAYLOAD)}\\.csv**, row 3, column 'A': ")
+    assert text.startswith(f"In **counts {md(PAYLOAD)}.csv**, row 3, column 'A': ")
     assert unrendered(text) and "/tmp/up" not in text
 
 

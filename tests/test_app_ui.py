@@ -205,7 +205,7 @@ def test_plain_error_names_the_users_file_row_and_column(tmp_path):
     with pytest.raises(DataError) as e:
         uploads.load("long", {"observations": obs, "sites": sites, "detectors": dets})
     text = uploads.plain_error(e.value, {str(obs): "my counts.csv"})
-    assert text.startswith("In **my counts\\.csv**, row 2, column 'value'") and str(tmp_path) not in text
+    assert text.startswith("In **my counts.csv**, row 2, column 'value'") and str(tmp_path) not in text
 
 
 def test_missing_required_file_and_cli_only_formats(tmp_path):

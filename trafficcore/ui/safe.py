@@ -13,11 +13,13 @@ from __future__ import annotations
 import html
 import re
 
-#: Every ASCII punctuation character: CommonMark lets a backslash escape any of them, so escaping all of
-#: them is safe, and it also defuses what is not Markdown proper but Streamlit renders from Markdown text:
-#: bare-URL autolinks (`http://`, `www.`, `a@b.c`), `:material/icon:` and `:red[...]` directives, `$math$`,
-#: and raw HTML (`<img src=...>`, entities such as `&lt;`).
-_PUNCT = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+#: The characters that start Markdown constructs anywhere in a line: emphasis and code (`* _ ~ \``), links,
+#: images, footnotes and Streamlit's `:red[...]` directives (all need `[`), raw HTML, autolinks and entities
+#: (`< > &`), math (`$`), tables (`|`), headings (`#`) and the escape itself. Others (`/ ( ) . : - ' "`) are
+#: left alone so names read as typed in the Markdown source too; a leading list or quote marker is
+#: escaped on its own (`_LEADING`).
+_SPECIAL = re.compile(r"([\\`*_~\[\]<>&$|#])")
+_LEADING = re.compile(r"^(\s*)([-+]|\d+[.)])")
 
 
 #: Where GitHub-flavoured Markdown starts a bare-URL link (`http://`, `https://`, `www.`, `name@host.tld`).
@@ -35,7 +37,8 @@ def md(text: object) -> str:
     """
     s = " ".join(("" if text is None else str(text)).splitlines())
     s = _AUTOLINK.sub(lambda m: m.group(0) + JOINER, s)
-    return _PUNCT.sub(r"\\\1", s)
+    s = _SPECIAL.sub(r"\\\1", s)
+    return _LEADING.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], s)
 
 
 def plot_text(text: object) -> str:
