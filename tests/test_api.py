@@ -433,3 +433,20 @@ def test_a_body_that_never_ends_gets_408_in_bounded_time(store):
         app.state.cache.close()
     assert r.status_code == 408 and "not received within 0.5 s" in r.json()["detail"]
     assert time.monotonic() - t0 < 10
+
+
+def test_a_resent_batch_issues_the_forecasts_a_crash_left_missing(client, store):
+    """Readings stored, forecasts never issued (refresh off here, a crash in life): the resend, a duplicate
+    that writes nothing, still gets the touched detectors their forecasts."""
+    t = _newest(store) + pd.Timedelta("15min")
+    dets = store.detectors("city")["detector_id"].tolist()
+    batch = [{"detector_id": d, "ts": t.isoformat(), "value": 7.0} for d in dets]
+    first = client.post("/observations", params={"dataset": "city", "refresh": "false"}, json=batch, headers=AUTH)
+    assert first.status_code == 200 and first.json()["written"] == len(dets)
+    live = ("SELECT DISTINCT detector_id FROM forecasts WHERE dataset = 'city' AND run_id LIKE 'live:%' "
+            "AND issued_at > ?")
+    assert client.app.state.cache.wait_refreshed(60) and store.query(live, [t.to_pydatetime()]).empty
+    again = client.post("/observations", params={"dataset": "city"}, json=batch, headers=AUTH).json()
+    assert again["duplicate_batch"] and again["written"] == 0
+    assert client.app.state.cache.wait_refreshed(60)
+    assert sorted(store.query(live, [t.to_pydatetime()])["detector_id"]) == sorted(dets)
