@@ -25,6 +25,7 @@ from pages import _shared as sh  # noqa: E402
 from trafficcore import config  # noqa: E402
 from trafficcore.ui import clock  # noqa: E402
 from trafficcore.ui import models as uim  # noqa: E402
+from trafficcore.ui.safe import md  # noqa: E402
 from trafficcore.ui.series import site_options  # noqa: E402
 
 LOGO = str(HERE / "assets" / "logo.svg")
@@ -102,7 +103,7 @@ def sidebar() -> sh.Context | None:
     stamp = sh.get_stamp(db, dataset)
     panel = sh.get_panel(db, dataset, stamp)
     if len(panel.times) < 20:
-        st.sidebar.warning(f"Dataset '{dataset}' has too few readings to forecast from.")
+        st.sidebar.warning(f"Dataset '{md(dataset)}' has too few readings to forecast from.")
         return None
 
     # ---- model
@@ -160,7 +161,7 @@ def sidebar() -> sh.Context | None:
                 stored = True
                 status = (f"{choice.label}: these forecasts were issued by it ahead of time and read from the store; "
                           "the model itself is loading in the background (other times, explanations).")
-                st.caption(status)
+                st.caption(md(status))
                 st.session_state["_load_soon"] = (db, dataset, stamp, choice)
                 st.session_state.setdefault("_load_soon_at", time.perf_counter() + LOAD_DELAY_S)
                 _refresh_when_loaded(lkey)
@@ -170,17 +171,17 @@ def sidebar() -> sh.Context | None:
                 model, note = sh.get_model(db, dataset, stamp, answering)
                 status = (f"{choice.label}: being prepared, the page refreshes when it is ready. Meanwhile: "
                           + uim.describe(answering, model, note))
-                st.caption(status)
+                st.caption(md(status))
                 st.session_state["_load_after_run"] = (db, dataset, stamp, choice)
                 _refresh_when_loaded(lkey)
             else:
                 model, note = sh.get_model(db, dataset, stamp, choice)
                 status = uim.describe(choice, model, note)
-                st.caption(status)
+                st.caption(md(status))
         except Exception as exc:  # noqa: BLE001 - a broken model must not take the app down
             sh.log.exception("model %s for %s failed", choice.key, dataset)
             status = f"The model '{choice.label}' could not be prepared ({type(exc).__name__}); choose another."
-            st.warning(status)
+            st.warning(md(status))
 
     ctx = sh.Context(db=db, store=store, dataset=dataset, info=info, stamp=stamp, panel=panel, choice=answering,
                      model=model, model_note=status, issued_at=issued_at, site=site, horizon=int(sh.kept("horizon")),

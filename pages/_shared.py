@@ -24,6 +24,7 @@ from trafficcore.data.store import Store
 from trafficcore.ui import SYNTHETIC_LABEL, data_stamp, first_view
 from trafficcore.ui import forecasts as uif
 from trafficcore.ui import models as uim
+from trafficcore.ui.safe import md
 
 log = logging.getLogger("trafficcore.app")
 timing = logging.getLogger("trafficcore.app.timing")
@@ -256,7 +257,7 @@ def require_model(ctx: Context) -> None:
     """Stop with a clear message when nothing can answer forecasts (stored forecasts count)."""
     if ctx.model is None and not ctx.stored:
         st.warning("No forecasting model is available for this dataset, so this page cannot show forecasts. "
-                   + ctx.model_note, icon=":material/warning:")
+                   + md(ctx.model_note), icon=":material/warning:")
         st.stop()
 
 
@@ -275,6 +276,7 @@ def synthetic_banner(ctx: Context) -> None:
 
 
 def header(title: str, ctx: Context | None, subtitle: str | None = None) -> None:
+    """Page title (Markdown: escape user text in it with `md`), subtitle and the synthetic-data label."""
     st.title(title)
     if subtitle:
         st.caption(subtitle)

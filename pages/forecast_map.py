@@ -13,6 +13,7 @@ import streamlit as st
 from pages import _shared as sh
 from trafficcore.ui import forecasts as uif
 from trafficcore.ui import view_state
+from trafficcore.ui.safe import md
 
 MODES = {"volume": "Forecast value", "change": "Change vs typical"}
 
@@ -87,7 +88,7 @@ st.html(uif.legend_html(title, legend) + '<div style="font-size:0.8rem;color:#5a
 left, right = st.columns([3, 2])
 with left, sh.guarded("approach table"):
     name = panel.sites.set_index("site_id")["name"].get(ctx.site, ctx.site) if ctx.site else None
-    st.subheader(f"Approaches at {name}" if name else "Approaches")
+    st.subheader(f"Approaches at {md(name)}" if name else "Approaches")
     if ctx.site:
         table = uif.approach_table(fc, ctx.site, horizon)
         st.dataframe(table, hide_index=True, width="stretch", key="map_approaches")

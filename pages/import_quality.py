@@ -19,6 +19,7 @@ from trafficcore.errors import DataError
 from trafficcore.ui import SYNTHETIC_LABEL, datasets_table, site_points, view_state
 from trafficcore.ui import quality as uq
 from trafficcore.ui import uploads as uu
+from trafficcore.ui.safe import md
 
 
 @st.cache_data(show_spinner="Checking every detector...", max_entries=6)
@@ -50,7 +51,7 @@ with tab_data, sh.guarded("datasets table"):
         if ctx is not None:
             if ctx.synthetic:
                 st.warning(SYNTHETIC_LABEL, icon=":material/science:")
-            st.subheader(f"Sites of {ctx.dataset}")
+            st.subheader(f"Sites of {md(ctx.dataset)}")
             layer = pdk.Layer("ScatterplotLayer", points, id="ds_sites", get_position=["lon", "lat"], get_radius=6,
                               radius_units="'pixels'", get_fill_color=[230, 90, 40, 200], pickable=True)
             st.pydeck_chart(pdk.Deck(layers=[layer], initial_view_state=pdk.ViewState(**view_state(points)),
@@ -99,7 +100,7 @@ with tab_import:
             st.caption("Choose the required file(s) to enable the import.")
         if go_import:
             if problem and name not in existing:
-                st.error(problem)
+                st.error(md(problem))
             else:
                 outcome = None
                 with tempfile.TemporaryDirectory(prefix="trafficcore-upload-") as tmp, \
@@ -124,7 +125,7 @@ with tab_import:
                         quality_tables.clear()
                         overview.clear()
                         status.update(label=f"Imported '{name}'", state="complete")
-                        outcome = ("ok", f"Imported dataset '{name}': " + ", ".join(
+                        outcome = ("ok", f"Imported dataset '{md(name)}': " + ", ".join(
                             f"{k} {v:,}" for k, v in counts.items() if v) + ". Pick it in the sidebar.")
                     except DataError as exc:
                         status.update(label="Not imported: the file has a problem", state="error")

@@ -14,6 +14,7 @@ import streamlit as st
 from pages import _shared as sh
 from trafficcore.live import alerts as la
 from trafficcore.live import ingest as li
+from trafficcore.ui.safe import md, plot_text
 
 ctx = sh.require_context()
 sh.header("Live", ctx, "Newest readings, forecasts re-issued as they arrive, and alerts. Feed it with "
@@ -41,12 +42,13 @@ def _site_chart(store, dataset: str, site: str, fc: pd.DataFrame, newest) -> go.
         hue = (i * 67) % 360
         colour, band = f"hsl({hue}, 65%, 45%)", f"hsla({hue}, 65%, 45%, 0.15)"
         o = obs[obs["detector_id"] == det]
-        fig.add_scatter(x=o["ts"], y=o["value"], name=f"{det} observed", mode="lines", line={"color": colour})
+        fig.add_scatter(x=o["ts"], y=o["value"], name=f"{plot_text(det)} observed", mode="lines",
+                        line={"color": colour})
         g = g.sort_values("target_ts")
         fig.add_scatter(x=list(g["target_ts"]) + list(g["target_ts"][::-1]), y=list(g["p90"]) + list(g["p10"][::-1]),
                         fill="toself", line={"width": 0}, fillcolor=band,
-                        name=f"{det} P10–P90", hoverinfo="skip", showlegend=False)
-        fig.add_scatter(x=g["target_ts"], y=g["p50"], name=f"{det} forecast", mode="lines",
+                        name=f"{plot_text(det)} P10–P90", hoverinfo="skip", showlegend=False)
+        fig.add_scatter(x=g["target_ts"], y=g["p50"], name=f"{plot_text(det)} forecast", mode="lines",
                         line={"color": colour, "dash": "dash"})
     fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend={"orientation": "h"},
                       yaxis_title="reading per interval")
@@ -67,9 +69,9 @@ def live_view() -> None:
         n_crit = int((alerts["severity"] == "critical").sum())
         m4.metric("Alerts", f"{len(alerts)}", delta=f"{n_crit} critical" if n_crit else None, delta_color="inverse")
         if status["last_batch_at"] is not None:
-            st.caption(f"Last batch: {status['last_batch_rows']} readings from {status['last_batch_source']}, "
+            st.caption(f"Last batch: {status['last_batch_rows']} readings from {md(status['last_batch_source'])}, "
                        f"received {_when(status['last_batch_at'])} UTC. Forecasts by "
-                       f"{(status['live_run'] or 'no model yet').removeprefix(li.LIVE_RUN_PREFIX)}.")
+                       f"{md((status['live_run'] or 'no model yet').removeprefix(li.LIVE_RUN_PREFIX))}.")
         else:
             st.caption("No live batch received yet for this dataset.")
 
@@ -93,7 +95,7 @@ def live_view() -> None:
         if ctx.site is not None:
             fig = _site_chart(store, dataset, ctx.site, fc, status["newest_reading"])
             if fig is not None:
-                st.markdown(f"**Site {ctx.site}**: last 12 hours and the newest forecast")
+                st.markdown(f"**Site {md(ctx.site)}**: last 12 hours and the newest forecast")
                 st.plotly_chart(fig, width="stretch", key="live_chart")
 
 

@@ -12,6 +12,7 @@ from pages import _shared as sh
 from trafficcore import config
 from trafficcore.errors import DataError
 from trafficcore.ui import report as ur
+from trafficcore.ui.safe import md
 
 ctx = sh.context()
 st.title("Model report")
@@ -36,11 +37,11 @@ else:
     try:
         rep = ur.load_report(path)
     except DataError as exc:
-        st.error(f"This report cannot be read: {exc.message}")
+        st.error(f"This report cannot be read: {md(exc.message)}")
         st.stop()
     split = rep.get("split") or {}
-    st.markdown(f"**Dataset** {rep.get('dataset', '?')} · **protocol** {rep.get('protocol', '?')}"
-                + (f" · test {split.get('test')}" if isinstance(split, dict) and split.get("test") else ""))
+    st.markdown(f"**Dataset** {md(rep.get('dataset', '?'))} · **protocol** {md(rep.get('protocol', '?'))}"
+                + (f" · test {md(split.get('test'))}" if isinstance(split, dict) and split.get("test") else ""))
     if str(rep.get("dataset", "")).startswith("demo"):
         st.caption(":material/science: The demo city is synthetic: these numbers show the method works, not how "
                    "it does on a real city.")
@@ -87,7 +88,7 @@ st.subheader("Training runs")
 with sh.guarded("training runs"):
     card = ur.shipped_model_card()
     if card:
-        facts = " · ".join(f"**{k}** {card[k]}" for k in ("model_class", "preset", "dataset") if card.get(k))
+        facts = " · ".join(f"**{k}** {md(card[k])}" for k in ("model_class", "preset", "dataset") if card.get(k))
         st.markdown(f"**Shipped demo model** (`data/demo_model`): {facts}")
         val = ur.model_card_metrics(card)
         if not val.empty:

@@ -23,6 +23,7 @@ from trafficcore.signal.analysis import analyse
 from trafficcore.signal.optimise import optimise, webster
 from trafficcore.signal.plan import Plan
 from trafficcore.ui import signals as us
+from trafficcore.ui.safe import md
 from trafficcore.ui.uploads import plain_error
 
 QUANTS = {"p50": "P50 (median)", "p90": "P90 (busy)", "p10": "P10 (quiet)"}
@@ -81,15 +82,15 @@ names = panel.sites.set_index("site_id")["name"]
 approaches0, notes = us.site_approaches(panel, site) if site else (pd.DataFrame(), [])
 if approaches0.empty:
     st.info("This site has no vehicle-count detectors with a compass approach, so it cannot be timed here. "
-            "Pick another site in the sidebar." + (" " + " ".join(notes) if notes else ""))
+            "Pick another site in the sidebar." + (" " + md(" ".join(notes)) if notes else ""))
     st.stop()
 if panel.info.get("source", "").startswith("citypulse") or "Bluetooth" in str(panel.info.get("description", "")):
     st.warning("This dataset's counts are a sample of the traffic (Bluetooth matches), not total flow: "
                "v/c and delay would be far too low. Use it for patterns only.")
 h1, h2 = st.columns([4, 1], vertical_alignment="bottom")
-h1.subheader(f"{names.get(site, site)} ({site})")
+h1.subheader(f"{md(names.get(site, site))} ({md(site)})")
 for n in notes:
-    st.caption(n)
+    st.caption(md(n))
 prefix = f"sw_{ctx.dataset}_{site}"
 
 c1, c2 = st.columns([2, 3])
@@ -156,7 +157,7 @@ st.caption(f"Cycle: **{cycle:g} s** (greens + yellows + all-reds). Left turns in
 
 problem = us.turn_shares_problem(approaches)
 if problem:
-    st.error(problem + " Fix the turning percentages above.", icon=":material/error:")
+    st.error(md(problem) + " Fix the turning percentages above.", icon=":material/error:")
     st.stop()
 try:
     plan = us.build_plan(approaches, phases, name=f"{names.get(site, site)} what-if")
@@ -194,12 +195,12 @@ with sug[0], sh.guarded("webster"):
         w = webster(plan, demand, quantile)
         wa = analyse(w.plan, demand, quantile)
         st.markdown(f"**Webster** (Y = {w.y_total:.2f}, L = {w.lost_time:g} s)")
-        st.caption(us.greens_text(w.plan))
+        st.caption(md(us.greens_text(w.plan)))
         st.metric("Mean delay", f"{wa.summary['delay_s']:.1f} s/veh",
                   f"{wa.summary['delay_s'] - s['delay_s']:+.1f} vs yours", delta_color="inverse")
         st.button("Use Webster's plan", key="sw_use_webster", on_click=_load_plan, args=(prefix, w.plan.to_dict()))
     except TrafficCoreError as exc:
-        st.info(f"Webster's method has no answer here: {exc}")
+        st.info(f"Webster's method has no answer here: {md(exc)}")
 opt_on = st.session_state.get("sw_opt_on", False)
 for col, label, qs in ((sug[1], "Optimised", (quantile,)), (sug[2], "Robust (P10/P50/P90)", ("p10", "p50", "p90"))):
     with col, sh.guarded(label):
@@ -211,13 +212,13 @@ for col, label, qs in ((sug[1], "Optimised", (quantile,)), (sug[2], "Robust (P10
             o = optimised(plan_json, demand, qs)
             op = Plan.from_dict(o["plan"])
             oa = analyse(op, demand, quantile)
-            st.caption(us.greens_text(op))
+            st.caption(md(us.greens_text(op)))
             st.metric("Mean delay", f"{oa.summary['delay_s']:.1f} s/veh",
                       f"{oa.summary['delay_s'] - s['delay_s']:+.1f} vs yours", delta_color="inverse")
             st.button(f"Use the {label.split(' ')[0].lower()} plan", key=f"sw_use_{qs[0]}{len(qs)}",
                       on_click=_load_plan, args=(prefix, o["plan"]))
         except TrafficCoreError as exc:
-            st.info(f"No better plan found: {exc}")
+            st.info(f"No better plan found: {md(exc)}")
 if not opt_on:
     st.button("Optimise the timings", key="sw_opt", icon=":material/tune:",
               on_click=lambda: st.session_state.update(sw_opt_on=True))
@@ -233,7 +234,7 @@ if kept:
     for slot in sorted(kept):
         summaries[f"scenario {slot}"] = analyse(Plan.from_dict(kept[slot]), demand, quantile).summary
     st.dataframe(us.compare(summaries), width="stretch", key="sw_compare")
-    st.caption(" · ".join(f"{slot}: {us.greens_text(Plan.from_dict(p))}" for slot, p in sorted(kept.items())))
+    st.caption(" · ".join(f"{slot}: {md(us.greens_text(Plan.from_dict(p)))}" for slot, p in sorted(kept.items())))
 else:
     st.caption("Keep the current plan as A, change it, keep it as B: both are then compared on the same demand.")
 
@@ -257,7 +258,7 @@ if v1.button("Verify in SUMO", key="sw_sumo", icon=":material/directions_car:"):
                        f"({summary['vehicles']:,} vehicles, {summary['teleports']} teleports).")
         except TrafficCoreError as exc:
             status.update(label="SUMO could not run", state="error")
-            st.error(str(exc))
+            st.error(md(exc))
 with v2:
     d1, d2, d3 = st.columns(3)
     stem = f"plan_{site}".replace(" ", "_")

@@ -13,6 +13,7 @@ import streamlit as st
 from pages import _shared as sh
 from trafficcore.ui import forecasts as uif
 from trafficcore.ui import series
+from trafficcore.ui.safe import md, plot_text
 
 PALETTE = ["#e65a28", "#2b7bb9", "#3a9d5d", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#d35400"]
 
@@ -20,20 +21,21 @@ ctx = sh.require_context()
 panel = ctx.panel
 site = ctx.site
 names = panel.sites.set_index("site_id")["name"]
-sh.header(f"Site detail: {names.get(site, site)}", ctx, "History, forecast and the typical day of one intersection.")
+sh.header(f"Site detail: {md(names.get(site, site))}", ctx,
+          "History, forecast and the typical day of one intersection.")
 if not site:
     st.info("Choose a site in the sidebar, or click one on the Forecast map.")
     st.stop()
 measure = uif.main_measure(panel)
 dets = series.site_detectors(panel, site, measure)
 if dets.empty:
-    st.info(f"Site {site} has no {measure} detectors.")
+    st.info(f"Site {md(site)} has no {measure} detectors.")
     st.stop()
 units = uif.unit(panel, measure)
 labels = list(dets["label"])
 if st.session_state.get("sd_approach") not in labels:
     st.session_state["sd_approach"] = labels[0]
-approach = st.segmented_control("Approach", labels, key="sd_approach")
+approach = st.segmented_control("Approach", labels, format_func=md, key="sd_approach")
 approach = approach or labels[0]
 one = dets[dets["label"] == approach]
 
@@ -68,7 +70,8 @@ with sh.guarded("history chart"):
     fig.add_vline(x=ctx.issued_at, line_dash="dash", line_color="#5a6670")
     fig.add_annotation(x=ctx.issued_at, y=1.02, yref="paper", text="issued", showarrow=False, font={"size": 11})
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title=units,
-                      legend={"orientation": "h", "y": -0.15}, title=f"{approach}: last 24 h and the forecast")
+                      legend={"orientation": "h", "y": -0.15},
+                      title=f"{plot_text(approach)}: last 24 h and the forecast")
     st.plotly_chart(fig, width="stretch", key="sd_history")
 
 acc = series.accuracy(mine)
@@ -94,10 +97,10 @@ with left, sh.guarded("typical day"):
     for i, lab in enumerate(labels):
         color = PALETTE[i % len(PALETTE)]
         p = prof[prof["approach"] == lab]
-        fig2.add_trace(go.Scatter(x=p["ts"], y=p["typical"], name=f"{lab} typical",
+        fig2.add_trace(go.Scatter(x=p["ts"], y=p["typical"], name=f"{plot_text(lab)} typical",
                                   line={"color": color, "dash": "dot"}))
         t = today[today["approach"] == lab]
-        fig2.add_trace(go.Scatter(x=t["ts"], y=t["value"], name=f"{lab} today", line={"color": color}))
+        fig2.add_trace(go.Scatter(x=t["ts"], y=t["value"], name=f"{plot_text(lab)} today", line={"color": color}))
     fig2.add_vline(x=ctx.issued_at, line_dash="dash", line_color="#5a6670")
     fig2.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title=units,
                        title=f"Typical {ctx.issued_at:%A} (dotted) and today so far", showlegend=True,

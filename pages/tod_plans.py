@@ -18,6 +18,7 @@ from trafficcore.errors import TrafficCoreError
 from trafficcore.signal.optimise import time_of_day
 from trafficcore.signal.plan import Plan
 from trafficcore.ui import signals as us
+from trafficcore.ui.safe import md, plot_text
 
 PALETTE = ["#e65a28", "#2b7bb9", "#3a9d5d", "#8e44ad"]
 
@@ -49,10 +50,10 @@ saved = st.session_state.get(f"whatif_{ctx.dataset}_{site}")
 if saved:
     plan = Plan.from_dict(saved["plan"])
     approaches = saved["approaches"]
-    st.caption(f"Current plan: the one made on the Signal what-if page ({us.greens_text(plan)}).")
+    st.caption(f"Current plan: the one made on the Signal what-if page ({md(us.greens_text(plan))}).")
 else:
     plan = us.build_plan(approaches, us.default_phases(approaches), name="default")
-    st.caption(f"Current plan: the site's default ({us.greens_text(plan)}); edit it on the Signal what-if page.")
+    st.caption(f"Current plan: the site's default ({md(us.greens_text(plan))}); edit it on the Signal what-if page.")
 
 day = ctx.issued_at.normalize()
 c1, c2, c3 = st.columns(3)
@@ -77,7 +78,7 @@ try:
     segments, plans, new, cur, saving = plans_for(json.dumps(plan.to_dict(), sort_keys=True), demand, k, quantiles,
                                                   min_intervals)
 except TrafficCoreError as exc:
-    st.warning(f"No time-of-day plans for this profile: {exc}")
+    st.warning(f"No time-of-day plans for this profile: {md(exc)}")
     st.stop()
 
 m = st.columns(3)
@@ -88,7 +89,7 @@ m[2].metric("Saving", f"{saving:.0f}%")
 with sh.guarded("profile chart"):
     fig = go.Figure()
     for i, (a, g) in enumerate(demand.groupby("approach", sort=False)):
-        fig.add_trace(go.Scatter(x=g["interval_start"], y=g["p50"], name=f"{a} P50", stackgroup="demand",
+        fig.add_trace(go.Scatter(x=g["interval_start"], y=g["p50"], name=f"{plot_text(a)} P50", stackgroup="demand",
                                  line={"width": 0.5, "color": PALETTE[i % len(PALETTE)]}))
     for r in segments.itertuples(index=False):
         fig.add_vline(x=r.start, line_dash="dash", line_color="#1f2a30")

@@ -19,7 +19,7 @@ from pages import _shared as sh
 from trafficcore.data.windows import context_fields
 from trafficcore.text import context_text
 from trafficcore.ui import series
-from trafficcore.ui.uploads import escape_markdown
+from trafficcore.ui.safe import md, plot_text
 
 HAVE_EXPLAIN = importlib.util.find_spec("trafficcore.explain") is not None
 
@@ -92,13 +92,13 @@ m[0].metric(f"Forecast for {target:%H:%M} (P50)", f"{e.prediction:.0f} {unit}")
 m[1].metric("Typical for this time", f"{e.typical:.0f} {unit}")
 m[2].metric("Base value (no context)", f"{e.base_value:.0f} {unit}")
 m[3].metric("Sum of attributions", f"{e.prediction - e.base_value:+.1f} {unit}")
-st.info(escape_markdown(e.summary), icon=":material/lightbulb:")
+st.info(md(e.summary), icon=":material/lightbulb:")
 all_zero = (features["value"].abs().max() if len(features) else 0) < 1e-6 and not any(abs(v) > 1e-6 for _, v in phrases)
 if all_zero:
-    st.warning(f"The model in use ({ctx.choice.label}) does not react to recent readings or to text: its forecast is "
-               "the typical profile, so every attribution is zero. To see reasons, choose gradient boosting in the "
-               "sidebar, or a language model (the shipped one on the demo city, or one trained on this dataset with "
-               "`trafficcore train`).", icon=":material/info:")
+    st.warning(f"The model in use ({md(ctx.choice.label)}) does not react to recent readings or to text: "
+               "its forecast is the typical profile, so every attribution is zero. To see reasons, choose "
+               "gradient boosting in the sidebar, or a language model (the shipped one on the demo city, or one "
+               "trained on this dataset with `trafficcore train`).", icon=":material/info:")
 
 left, right = st.columns([3, 2])
 with left:
@@ -134,7 +134,8 @@ if st.session_state.get(gkey):
         g1.plotly_chart(bars(fdf["name"], fdf["mean_abs"], "Mean |attribution| per feature group"), width="stretch",
                         key="why_gfeat")
         if len(tdf):
-            g2.plotly_chart(bars(tdf["token"], tdf["mean_abs"], "Mean |attribution| per frequent word"),
+            words = [plot_text(t) for t in tdf["token"]]
+            g2.plotly_chart(bars(words, tdf["mean_abs"], "Mean |attribution| per frequent word"),
                             width="stretch", key="why_gtok")
         else:
             g2.caption("No word attributions: the model in use does not read text.")

@@ -54,10 +54,12 @@ def _newest(store, dataset="city") -> pd.Timestamp:
 
 
 # ---------------------------------------------------------------------------------------------- auth
-def test_health_needs_no_token_and_reports_the_store(client, store):
-    r = client.get("/health")
-    assert r.status_code == 200
-    body = r.json()
+def test_health_needs_no_token_and_reports_the_store_only_with_one(client, store):
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {TOKEN}"}):
+        r = client.get("/health", headers=headers)
+        assert r.status_code == 200 and r.json() == {"status": "ok"}  # no path, no dataset names for strangers
+        assert str(store.path) not in r.text and "city" not in r.text
+    body = client.get("/health", headers=AUTH).json()
     assert body["status"] == "ok" and body["store_reachable"] and body["datasets"] == ["city"]
     assert body["store"] == str(store.path) and body["auth"] is True
 
@@ -427,3 +429,49 @@ def test_openapi_documents_every_route_with_models_and_auth(client):
                 assert {"401", "404", "413", "422"} <= set(op["responses"])
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "security" not in paths["/health"]["get"]
+
+
+def test_a_body_that_never_ends_gets_408_in_bounded_time(store):
+    """A client declaring an endless chunk (or trickling bytes) must not hold the request open for ever."""
+    import asyncio
+    import time
+
+    import httpx
+
+    app = create_app(store.path, tokens=[TOKEN], body_timeout_s=0.5)
+
+    async def endless():
+        yield b'[{"detector_id": "S01:N", '
+        await asyncio.sleep(3600)
+        yield b"}]"
+
+    async def post():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.post("/observations", params={"dataset": "city"}, content=endless(),
+                                headers={**AUTH, "Content-Type": "application/json"})
+
+    t0 = time.monotonic()
+    try:
+        r = asyncio.run(asyncio.wait_for(post(), 20))
+    finally:
+        app.state.cache.close()
+    assert r.status_code == 408 and "not received within 0.5 s" in r.json()["detail"]
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_resent_batch_issues_the_forecasts_a_crash_left_missing(client, store):
+    """Readings stored, forecasts never issued (refresh off here, a crash in life): the resend, a duplicate
+    that writes nothing, still gets the touched detectors their forecasts."""
+    t = _newest(store) + pd.Timedelta("15min")
+    dets = store.detectors("city")["detector_id"].tolist()
+    batch = [{"detector_id": d, "ts": t.isoformat(), "value": 7.0} for d in dets]
+    first = client.post("/observations", params={"dataset": "city", "refresh": "false"}, json=batch, headers=AUTH)
+    assert first.status_code == 200 and first.json()["written"] == len(dets)
+    live = ("SELECT DISTINCT detector_id FROM forecasts WHERE dataset = 'city' AND run_id LIKE 'live:%' "
+            "AND issued_at > ?")
+    assert client.app.state.cache.wait_refreshed(60) and store.query(live, [t.to_pydatetime()]).empty
+    again = client.post("/observations", params={"dataset": "city"}, json=batch, headers=AUTH).json()
+    assert again["duplicate_batch"] and again["written"] == 0
+    assert client.app.state.cache.wait_refreshed(60)
+    assert sorted(store.query(live, [t.to_pydatetime()])["detector_id"]) == sorted(dets)

@@ -36,11 +36,14 @@ def _tiny_store(path):
 
 def test_real_server_on_loopback(tmp_path):
     store = _tiny_store(tmp_path / "srv.duckdb")
-    srv = ServerProcess(store.path, token=TOKEN, log=tmp_path / "server.log")
+    srv = ServerProcess(store.path, token=TOKEN, log=tmp_path / "server.log",
+                        extra_env={"TRAFFICCORE_API_BODY_TIMEOUT_S": "1"})
     with srv:
         assert srv.url.startswith("http://127.0.0.1:")
-        health = httpx.get(srv.url + "/health", timeout=10).json()
+        assert httpx.get(srv.url + "/health", timeout=10).json() == {"status": "ok"}
+        health = httpx.get(srv.url + "/health", headers=AUTH, timeout=10).json()
         assert health["datasets"] == ["tiny"] and health["auth"] is True
+        assert _endless_chunk(srv.port).startswith(b"HTTP/1.1 408")
         assert httpx.get(srv.url + "/forecast", params={"dataset": "tiny", "site": "A"}, timeout=10).status_code == 401
         r = httpx.get(srv.url + "/forecast", params={"dataset": "tiny", "site": "A", "horizons": 15},
                       headers=AUTH, timeout=60)
@@ -55,6 +58,44 @@ def test_real_server_on_loopback(tmp_path):
     assert srv.proc.poll() is not None, f"server {pid} still running after teardown"
     stored = store.observations("tiny", ["A:N"], "2025-01-16T00:00")
     assert stored["value"].tolist() == [5.0]
+
+
+def _endless_chunk(port: int) -> bytes:
+    """POST a chunk declared 0xfffffffffffffff bytes long, send a little of it, then wait: the reply, which a
+    server bounding the body read in time sends within seconds (the socket gives up after 20)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"POST /observations?dataset=tiny HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n[{")
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            return b"(no answer in 20 s)"
+
+
+def test_plain_http_on_a_public_address_with_tokens_warns_and_tls_files_go_together(tmp_path, monkeypatch):
+    """Tokens over plain HTTP on 0.0.0.0: a clear warning saying how to add TLS (the missing store then stops
+    the command before anything binds); none on loopback; a key without a certificate is refused."""
+    from typer.testing import CliRunner
+
+    from trafficcore.cli import app
+
+    monkeypatch.setenv("TRAFFICCORE_API_TOKENS", TOKEN)
+    missing = str(tmp_path / "none.duckdb")
+    res = CliRunner().invoke(app, ["serve", "--db", missing, "--host", "0.0.0.0"])
+    assert res.exit_code == 2 and "no store at" in res.output
+    assert "UNENCRYPTED" in res.output and "nginx or Caddy" in res.output and "--ssl-certfile" in res.output
+    res = CliRunner().invoke(app, ["serve", "--db", missing])
+    assert res.exit_code == 2 and "UNENCRYPTED" not in res.output
+    key = tmp_path / "key.pem"
+    key.write_text("x")
+    res = CliRunner().invoke(app, ["serve", "--db", missing, "--host", "0.0.0.0", "--ssl-keyfile", str(key)])
+    assert res.exit_code == 2 and "give both --ssl-keyfile and --ssl-certfile" in res.output
+    res = CliRunner().invoke(app, ["serve", "--db", missing, "--host", "0.0.0.0", "--ssl-keyfile", str(key),
+                                   "--ssl-certfile", str(key)])
+    assert res.exit_code == 2 and "UNENCRYPTED" not in res.output  # HTTPS: nothing to warn about
 
 
 def test_serve_refuses_to_start_without_tokens(tmp_path):

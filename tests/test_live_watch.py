@@ -188,3 +188,56 @@ def test_replay_command(town):
                                    "--db", str(town.path)])
     assert res.exit_code == 2 and "exists and is not a replay" in res.output
     assert len(town.observations("other")) == 6 * 96  # untouched
+
+
+# ------------------------------------------------------------------------------------------ hostile input (issue 15)
+def test_an_api_source_cannot_make_the_watcher_skip_a_file(town, tmp_path):
+    """A client writing a file's digest into its free-text `source` must not get that file skipped."""
+    from fastapi.testclient import TestClient
+
+    from trafficcore.api import create_app
+    from trafficcore.live.watch import file_sha256
+
+    token = "watch-test-token-0123456789"
+    obs = tmp_path / "obs_0000.csv"
+    write_csv(obs, interval_rows(T0, 13))
+    forged = f"x sha256={file_sha256(obs)}"
+    with TestClient(create_app(town.path, tokens=[token], hold_store_s=0)) as c:
+        r = c.post("/observations", params={"dataset": "town", "source": forged, "refresh": "false"},
+                   json=[{"detector_id": "X:N", "ts": "2025-03-16 23:45", "value": 1.0}],
+                   headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    res = CliRunner().invoke(app, ["ingest", "--dataset", "town", "--db", str(town.path), "--no-forecasts",
+                                   str(obs)])
+    assert res.exit_code == 0, res.output
+    assert "ingested: obs_0000.csv: 6 readings, 6 new or changed" in res.output and "skipped" not in res.output
+    assert value_of(town, "X:E", T0) == [13.0]
+
+
+def test_forecasts_lost_to_a_crash_after_the_commit_are_issued_on_the_rerun(town, tmp_path, monkeypatch):
+    """Readings committed, then the process dies before re-issuing: the rerun sees a duplicate and must
+    still issue the forecasts of the detectors the file touched."""
+    from trafficcore.live import ingest as li
+
+    obs = tmp_path / "obs_0000.csv"
+    write_csv(obs, interval_rows(T0, 14))
+    real = li.refresh_forecasts
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed between the ingest commit and the forecasts")
+
+    monkeypatch.setattr(li, "refresh_forecasts", crash)
+    res = CliRunner().invoke(app, ["ingest", "--dataset", "town", "--db", str(town.path), str(obs)])
+    assert res.exit_code != 0 and value_of(town, "X:N", T0) == [14.0]  # the readings were committed
+    live = "SELECT DISTINCT detector_id FROM forecasts WHERE run_id LIKE 'live:%' AND issued_at >= ?"
+    after = (T0 + pd.Timedelta("15min")).to_pydatetime()
+    assert town.query(live, [after]).empty
+
+    monkeypatch.setattr(li, "refresh_forecasts", real)
+    res = CliRunner().invoke(app, ["ingest", "--dataset", "town", "--db", str(town.path), str(obs)])
+    assert res.exit_code == 0, res.output
+    assert "duplicate: obs_0000.csv: already ingested" in res.output
+    assert "forecasts that were missing re-issued for 6 detectors at 2025-03-17 00:15" in res.output
+    assert sorted(town.query(live, [after])["detector_id"]) == sorted(DETECTORS)
+    res = CliRunner().invoke(app, ["ingest", "--dataset", "town", "--db", str(town.path), str(obs)])
+    assert res.exit_code == 0 and "re-issued" not in res.output  # nothing missing any more: nothing redone

@@ -70,3 +70,13 @@ def api_max_body_bytes() -> int:
     raw = os.environ.get("TRAFFICCORE_API_MAX_BODY_MB")
     mb = float(raw) if raw else DEFAULT_API_MAX_BODY_MB
     return int(mb * 1024 * 1024)
+
+
+#: Seconds a client has to send a whole request body; override with TRAFFICCORE_API_BODY_TIMEOUT_S.
+DEFAULT_API_BODY_TIMEOUT_S = 30.0
+
+
+def api_body_timeout_s() -> float:
+    """Time limit for reading one request body (see `trafficcore.api.limits`: a body that never ends)."""
+    raw = os.environ.get("TRAFFICCORE_API_BODY_TIMEOUT_S")
+    return float(raw) if raw else DEFAULT_API_BODY_TIMEOUT_S

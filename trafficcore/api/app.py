@@ -42,13 +42,15 @@ def create_app(
     model_loader: ModelLoader | None = None,
     check_every_s: float = 2.0,
     hold_store_s: float = 2.0,
+    body_timeout_s: float | None = None,
 ) -> FastAPI:
     """Build the API over one DuckDB store.
 
     `tokens` default to `config.api_tokens()` (environment or config); with none configured this
     raises `NoTokensConfigured` unless `insecure_no_auth` (local demos only: every route is open).
     `model_loader(store, dataset) -> (model, info)` defaults to the live registry's current model;
-    tests pass a fast one. `max_body_bytes` defaults to `config.api_max_body_bytes()`. The store file
+    tests pass a fast one. `max_body_bytes` defaults to `config.api_max_body_bytes()`, `body_timeout_s` (the
+    time a client has to send a whole body) to `config.api_body_timeout_s()`. The store file
     is held open while requests come and released after `hold_store_s` idle seconds (see
     `service.LiveCache.touch`).
     """
@@ -80,7 +82,8 @@ def create_app(
     app.state.tokens = configured if configured else None
     app.state.cache = LiveCache(store, model_loader=model_loader, check_every_s=check_every_s, hold_s=hold_store_s)
     limit = int(max_body_bytes) if max_body_bytes is not None else config.api_max_body_bytes()
-    app.add_middleware(BodySizeLimit, max_bytes=limit)
+    timeout = float(body_timeout_s) if body_timeout_s is not None else config.api_body_timeout_s()
+    app.add_middleware(BodySizeLimit, max_bytes=limit, timeout_s=timeout)
     app.include_router(router)
     _add_error_handlers(app)
     return app

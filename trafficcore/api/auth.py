@@ -1,4 +1,4 @@
-"""Bearer-token authentication for every route but /health.
+"""Bearer-token authentication for every route but /health (whose details need a token too, see `authorised`).
 
 Tokens come from ``TRAFFICCORE_API_TOKENS`` (comma-separated), else from the file named by
 ``TRAFFICCORE_API_TOKENS_FILE`` (one per line), else from `trafficcore.config.API_TOKENS` (see
@@ -56,3 +56,17 @@ async def require_token(
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
     if not token_matches(credentials.credentials, tokens):
         raise Unauthorized("invalid bearer token")
+
+
+def authorised(request: Request) -> bool:
+    """True when the request may see details: auth is off (loopback demos), or it carries a valid bearer token.
+
+    Why /health asks this instead of depending on `require_token`: a load balancer's probe must get
+    its answer without a token, but the store's path and the dataset names tell an outsider more about
+    the server than "ok"; read from the header by hand so /health stays documented as open.
+    """
+    tokens: tuple[str, ...] | None = request.app.state.tokens
+    if tokens is None:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(given.strip()) and token_matches(given.strip(), tokens)

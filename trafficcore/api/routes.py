@@ -10,6 +10,7 @@ analysis in `trafficcore.signal`, ingest and alerts in `trafficcore.live`.
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -21,11 +22,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from trafficcore.api import schemas as s
-from trafficcore.api.auth import require_token
+from trafficcore.api.auth import authorised, require_token
 from trafficcore.api.service import LiveCache, NotFound, check_issue_time
 from trafficcore.errors import DataError
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 #: Error responses shared by the authenticated routes (documented in the OpenAPI spec).
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -78,15 +80,18 @@ def _bad_query(message: str, column: str) -> DataError:
 
 
 # ---------------------------------------------------------------------------------------------- health
-@router.get("/health", response_model=s.HealthResponse, tags=["service"])
+@router.get("/health", response_model=s.HealthResponse, response_model_exclude_none=True, tags=["service"])
 def health(request: Request) -> s.HealthResponse:
-    """Liveness and readiness without a token: is the store reachable, which datasets, which models loaded."""
+    """Liveness and readiness: `status` for anyone; with a valid token also the store, its datasets and the
+    models loaded (they describe the server to whoever asks, so an anonymous probe gets only ok/degraded)."""
     cache = _cache(request)
     try:
         names = cache.store.dataset_names()
         ok, error = True, None
     except Exception as e:  # noqa: BLE001 - health reports the fault instead of failing
         names, ok, error = [], False, f"{type(e).__name__}: store unreachable"
+    if not authorised(request):
+        return s.HealthResponse(status="ok" if ok else "degraded")
     return s.HealthResponse(
         status="ok" if ok else "degraded", store=str(cache.store.path), store_reachable=ok, datasets=names,
         models_loaded=cache.loaded_models(), auth=request.app.state.tokens is not None, error=error,
@@ -252,6 +257,16 @@ def observations(
         cache.invalidate(dataset)
         if refresh:
             cache.schedule_refresh(dataset, result.detectors)
+    elif result.duplicate_batch and refresh:  # a resend after a crash may find its forecasts never issued
+        from trafficcore.live.ingest import missing_forecasts
+
+        try:
+            missing, _ = missing_forecasts(cache.store, dataset, result.detectors)
+        except Exception:  # noqa: BLE001 - the batch is stored; a failed check must not fail the request
+            log.warning("checking the forecasts of a resent batch on %s failed", dataset, exc_info=True)
+            missing = []
+        if missing:
+            cache.schedule_refresh(dataset, missing)
     return s.IngestResponse(**_jsonable(result.to_dict()))
 
 

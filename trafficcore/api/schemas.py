@@ -32,12 +32,15 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """Without a valid token only `status`; the rest (where the store is, what it holds) needs one."""
+
     status: Literal["ok", "degraded"]
-    store: str = Field(description="path of the DuckDB store")
-    store_reachable: bool
-    datasets: list[str]
-    models_loaded: dict[str, str] = Field(description="dataset -> model name, for models already in memory")
-    auth: bool = Field(description="false only when started with --insecure-no-auth")
+    store: str | None = Field(None, description="path of the DuckDB store (with a token)")
+    store_reachable: bool | None = Field(None, description="with a token")
+    datasets: list[str] | None = Field(None, description="with a token")
+    models_loaded: dict[str, str] | None = Field(
+        None, description="dataset -> model name, for models already in memory (with a token)")
+    auth: bool | None = Field(None, description="false only when started with --insecure-no-auth (with a token)")
     error: str | None = None
 
 

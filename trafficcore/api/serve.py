@@ -38,6 +38,21 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def plain_http_warning(host: str, tokens: tuple[str, ...], tls: bool) -> str | None:
+    """The console warning for tokens sent in clear text: None on loopback, with TLS, or without tokens.
+
+    Why: a bearer token crosses the network in every request; over plain HTTP on a reachable interface
+    anyone on the path can read it and the forecasts, and replay it. Serving TLS (here, or in front)
+    is the operator's choice, so this says so loudly and how, rather than refusing to start.
+    """
+    if tls or not tokens or _loopback(host):
+        return None
+    return (f"WARNING: serving plain HTTP on {host}, a non-loopback address: traffic is UNENCRYPTED, and the bearer "
+            "tokens, readings and forecasts can be read and replayed by anyone on the network path. Put TLS in "
+            "front: a reverse proxy such as nginx or Caddy terminating HTTPS and forwarding to 127.0.0.1, or serve "
+            "HTTPS here with --ssl-keyfile KEY.pem --ssl-certfile CERT.pem (passed to uvicorn).")
+
+
 def app_from_env():
     """uvicorn factory: the app for the store and auth mode `serve` put in the environment."""
     from trafficcore.api.app import create_app
@@ -66,6 +81,8 @@ def serve(
         help="keep the store file open this many idle seconds after a request (faster; other processes wait)",
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+    ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM): serve HTTPS"),
+    ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="TLS certificate chain (PEM): serve HTTPS"),
 ) -> None:
     """Serve the forecast API (FastAPI + uvicorn); tokens from TRAFFICCORE_API_TOKENS or the config."""
     import uvicorn
@@ -85,6 +102,17 @@ def serve(
         typer.echo(f"error: --insecure-no-auth is refused on {host}: use a loopback address or configure tokens",
                    err=True)
         raise typer.Exit(2)
+    if (ssl_keyfile is None) != (ssl_certfile is None):
+        typer.echo("error: give both --ssl-keyfile and --ssl-certfile to serve HTTPS", err=True)
+        raise typer.Exit(2)
+    for tls_file in (ssl_keyfile, ssl_certfile):
+        if tls_file is not None and not tls_file.is_file():
+            typer.echo(f"error: no such file: {tls_file}", err=True)
+            raise typer.Exit(2)
+    tls = ssl_certfile is not None
+    warning = plain_http_warning(host, tokens, tls)
+    if warning:
+        typer.echo(warning, err=True)
     path = config.db_path(db)
     if not path.exists():
         typer.echo(f"error: no store at {path} (import data first, e.g. `trafficcore demo --db {path}`)", err=True)
@@ -97,6 +125,8 @@ def serve(
         hold_store_s = 0.0
     os.environ[_HOLD_ENV] = str(hold_store_s)
     mode = "WITHOUT AUTHENTICATION (--insecure-no-auth)" if insecure_no_auth else f"{len(tokens)} token(s)"
-    typer.echo(f"serving {path} on http://{host}:{port} ({mode}); OpenAPI at /docs and /openapi.json")
+    scheme = "https" if tls else "http"
+    typer.echo(f"serving {path} on {scheme}://{host}:{port} ({mode}); OpenAPI at /docs and /openapi.json")
     uvicorn.run("trafficcore.api.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)
+                log_level=log_level, ssl_keyfile=str(ssl_keyfile) if tls else None,
+                ssl_certfile=str(ssl_certfile) if tls else None)

@@ -114,6 +114,9 @@ COLUMNS: dict[str, dict[str, str]] = {
         "rows": "INTEGER",
         "first_ts": "TIMESTAMP",
         "last_ts": "TIMESTAMP",
+        # sha256 of the file's bytes, for batches `trafficcore ingest` took from a file: the watcher's
+        # "seen this file" key, in a column of its own so no client-given `source` text can forge it
+        "file_sha256": "VARCHAR",
     },
 }
 

@@ -179,11 +179,12 @@ def write_lock(store: Store) -> threading.Lock:
 
 
 def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source: str = "api",
-                        first_row: int = 1) -> IngestResult:
+                        first_row: int = 1, file_sha256: str | None = None) -> IngestResult:
     """Validate a batch of readings (detector_id, ts, value) and upsert it in one transaction.
 
     Raises `DataError` (source, row, column) and writes nothing when any reading is bad. See the
-    module docstring for idempotency and late data.
+    module docstring for idempotency and late data. `file_sha256`: the digest of the file the batch
+    came from (the watcher's key, logged in its own column: `source` is free text a client chooses).
     """
     with write_lock(store), store.connect() as con:
         clean, _ = validate_batch(store, dataset, frame, source, first_row, con)
@@ -225,10 +226,10 @@ def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source:
                             "SELECT ?, detector_id, ts, value FROM _changed", [dataset])
                 con.unregister("_changed")
             con.execute(
-                "INSERT INTO ingest_log (dataset, batch_id, source, received_at, rows, first_ts, last_ts) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO ingest_log (dataset, batch_id, source, received_at, rows, first_ts, last_ts, "
+                "file_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [dataset, bid, source, datetime.now(UTC).replace(tzinfo=None), len(clean),
-                 result.first_ts.to_pydatetime(), result.last_ts.to_pydatetime()],
+                 result.first_ts.to_pydatetime(), result.last_ts.to_pydatetime(), file_sha256],
             )
             con.execute("COMMIT")
         except BaseException:
@@ -403,6 +404,35 @@ def refresh_forecasts(store: Store, dataset: str, detector_ids=None, at=None) ->
     with write_lock(store):
         store.write_frame("forecasts", out, dataset)
     return out
+
+
+def missing_forecasts(store: Store, dataset: str, detector_ids) -> tuple[list[str], pd.Timestamp]:
+    """The detectors among `detector_ids` without a live forecast issued at (or after) their newest complete
+    interval, and that issue time.
+
+    Why: readings and the forecasts re-issued from them are two transactions. A crash between the two
+    leaves readings whose forecasts were never issued, and the resent batch or file is then a duplicate
+    that writes nothing; the duplicate path asks this to re-issue what is missing.
+    """
+    panel = live_panel(store, dataset)
+    known = set(panel.detectors["detector_id"])
+    ids = [d for d in dict.fromkeys(detector_ids) if d in known]
+    if not ids:
+        return [], pd.NaT
+    issued = issue_time(panel, ids)
+    have = set(store.query(
+        "SELECT DISTINCT detector_id FROM forecasts WHERE dataset = ? AND run_id LIKE 'live:%' AND issued_at >= ?",
+        [dataset, issued.to_pydatetime()],
+    )["detector_id"])
+    return [d for d in ids if d not in have], issued
+
+
+def reissue_missing(store: Store, dataset: str, detector_ids) -> pd.DataFrame | None:
+    """Issue the forecasts `missing_forecasts` finds missing (None when none were); see there for why."""
+    missing, issued = missing_forecasts(store, dataset, detector_ids)
+    if not missing:
+        return None
+    return refresh_forecasts(store, dataset, missing, at=issued)
 
 
 # ----------------------------------------------------------------------------------------------- for pages and the API

@@ -56,13 +56,18 @@ def file_sha256(path: Path) -> str:
 
 
 def source_tag(path: Path, digest: str) -> str:
-    """The ingest log's `source` for a file: its name and content hash (the hash is what is looked up)."""
+    """The ingest log's `source` for a file: its name and content hash, for people reading the log."""
     return f"file:{path.name} sha256={digest}"
 
 
 def already_ingested(store: Store, dataset: str, digest: str) -> bool:
-    found = store.query("SELECT count(*) AS n FROM ingest_log WHERE dataset = ? AND source LIKE ?",
-                        [dataset, f"% sha256={digest}"])
+    """True when a file with these bytes was ingested before.
+
+    Looked up in the log's own `file_sha256` column, never in `source`: a client of the API chooses
+    its `source` text and could otherwise write any file's digest there and make the watcher skip it.
+    """
+    found = store.query("SELECT count(*) AS n FROM ingest_log WHERE dataset = ? AND file_sha256 = ?",
+                        [dataset, digest])
     return int(found["n"].iloc[0]) > 0
 
 
@@ -87,17 +92,22 @@ def ingest_file(store: Store, dataset: str, path: Path, refresh: bool = True) ->
     try:
         digest = file_sha256(path)
         if already_ingested(store, dataset, digest):
-            return FileOutcome(path, "duplicate", f"{path.name}: already ingested (same content), skipped")
+            msg = f"{path.name}: already ingested (same content), skipped"
+            if refresh:
+                dets = read_observation_file(store, dataset, path)["detector_id"].astype(str).unique().tolist()
+                msg += _reissued(store, dataset, dets)
+            return FileOutcome(path, "duplicate", msg)
         frame = read_observation_file(store, dataset, path)
         try:
-            res = ingest_observations(store, dataset, frame, source=source_tag(path, digest))
+            res = ingest_observations(store, dataset, frame, source=source_tag(path, digest), file_sha256=digest)
         except DataError as e:  # name the file and its own column, as the loader's messages do
             column = "timestamp" if e.column == "ts" else e.column
             raise DataError(str(path), e.message, row=e.row, column=column) from None
     except DataError as e:
         return FileOutcome(path, "rejected", str(e))
     if res.duplicate_batch:
-        return FileOutcome(path, "duplicate", f"{path.name}: the same readings were ingested before, skipped",
+        msg = f"{path.name}: the same readings were ingested before, skipped"
+        return FileOutcome(path, "duplicate", msg + (_reissued(store, dataset, res.detectors) if refresh else ""),
                            res.to_dict())
     msg = (f"{path.name}: {res.received} readings, {res.written} new or changed ({res.late} late), "
            f"{res.first_ts:%Y-%m-%d %H:%M}..{res.last_ts:%H:%M}")
@@ -109,6 +119,21 @@ def ingest_file(store: Store, dataset: str, path: Path, refresh: bool = True) ->
         except (TrafficCoreError, KeyError, ValueError) as e:
             msg += f"; forecasts not re-issued ({e})"
     return FileOutcome(path, "ingested", f"{msg} ({time.perf_counter() - t0:.2f} s)", res.to_dict())
+
+
+def _reissued(store: Store, dataset: str, detectors: list[str]) -> str:
+    """Re-issue the forecasts a duplicate's detectors lack (a crash after the readings were committed);
+    returns the words to add to the outcome's message ("" when nothing was missing)."""
+    from trafficcore.live.ingest import reissue_missing
+
+    try:
+        fc = reissue_missing(store, dataset, detectors)
+    except (TrafficCoreError, KeyError, ValueError) as e:
+        return f"; missing forecasts not re-issued ({e})"
+    if fc is None:
+        return ""
+    return (f"; forecasts that were missing re-issued for {fc['detector_id'].nunique()} detectors at "
+            f"{pd.Timestamp(fc['issued_at'].iloc[0]):%Y-%m-%d %H:%M}")
 
 
 def _move(path: Path, folder: Path) -> Path:

@@ -15,6 +15,7 @@ import pandas as pd
 from trafficcore.data import validate
 from trafficcore.data.schema import CanonicalTables
 from trafficcore.errors import DataError
+from trafficcore.ui.safe import md
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,10 @@ def load(fmt: str, files: dict[str, Path], options: dict | None = None) -> Canon
 
 
 def plain_error(err: Exception, names: dict[str, str] | None = None) -> str:
-    """One readable sentence for an import problem, naming the user's file, row and column.
+    """One readable sentence for an import problem, naming the user's file, row and column, as Markdown.
+
+    The file name, column and message (which quotes the offending cell) are the user's text: escaped
+    (`safe.md`), so a cell holding a Markdown link or an `<img>` is shown, not rendered.
 
     `names` maps saved paths back to the names the user uploaded. Anything that is not a
     DataError is an unexpected failure of a reader: its type is kept out of the message.
@@ -143,19 +147,20 @@ def plain_error(err: Exception, names: dict[str, str] | None = None) -> str:
     names = names or {}
     if isinstance(err, DataError):
         file = names.get(err.file, Path(err.file).name if err.file else "the file")
-        where = [f"In **{file}**"]
+        where = [f"In **{md(file)}**"]
         if err.row is not None:
             where.append(f"row {err.row}")
         if err.column is not None:
-            where.append(f"column '{err.column}'")
+            where.append(f"column '{md(err.column)}'")
         message = err.message
         for path, shown in names.items():
             message = message.replace(path, shown)
-        return f"{', '.join(where)}: {message}"
+        return f"{', '.join(where)}: {md(message)}"
     text = str(err).strip().splitlines()[0] if str(err).strip() else "the file could not be read"
     for path, shown in names.items():
         text = text.replace(path, shown)
-    return f"The file could not be read in this format ({text[:300]}). Check that the format above matches the file."
+    return (f"The file could not be read in this format ({md(text[:300])}). Check that the format above matches "
+            "the file.")
 
 
 def summary(tables: CanonicalTables) -> pd.DataFrame:
@@ -168,10 +173,3 @@ def summary(tables: CanonicalTables) -> pd.DataFrame:
         out.attrs["start"] = pd.Timestamp(obs["ts"].min())
         out.attrs["end"] = pd.Timestamp(obs["ts"].max())
     return out
-
-
-def escape_markdown(text: str) -> str:
-    """User-derived text (event descriptions, notes) shown through Markdown: no formatting, no links."""
-    import re as _re
-
-    return _re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))
