@@ -312,14 +312,18 @@ def test_save_load_roundtrip_stores_adapters_and_heads_only(fitted, panel, tmp_p
 def test_ablation_variants_differ_in_one_thing_each():
     m = LMForecaster(num_layers=1)
     v = m.ablation_variants()
-    assert set(v) == {"no_text", "random_init", "frozen_encoder", "full", "numeric_only"}
+    assert set(v) == {"no_text", "random_init", "frozen_encoder", "full", "numeric_only", "fgm"}
     assert not v["no_text"].cfg.use_text and v["random_init"].cfg.random_init
     assert v["frozen_encoder"].cfg.mode == "frozen" and v["full"].cfg.mode == "full"
     assert not v["numeric_only"].cfg.transformer
+    assert v["fgm"].recipe.phases[-1].fgm_eps > 0 and m.recipe.phases[-1].fgm_eps == 0
     for name, x in v.items():
         diff = {k for k in dataclasses.asdict(m.cfg) if getattr(x.cfg, k) != getattr(m.cfg, k)}
-        assert len(diff) == 1, (name, diff)
-        assert x.recipe == m.recipe and x.net is None
+        if name == "fgm":  # a training change: same architecture, one phase setting differs
+            assert not diff and x.recipe.phases[:-1] == m.recipe.phases[:-1]
+        else:
+            assert len(diff) == 1 and x.recipe == m.recipe, (name, diff)
+        assert x.net is None and x.seed == m.seed
 
 
 def test_numeric_only_ensemble_with_extra_tokens_roundtrips(panel, tmp_path):
@@ -379,6 +383,21 @@ def test_training_resumes_from_its_state(panel, tmp_path):
     assert [p["phase"] for p in again.metrics["phases"]] == ["text"] and again.metrics["clock_cut"] == []
     assert again.metrics["phases"][0]["steps"] == 4
     assert [h["step"] for h in again.metrics["phases"][0]["history"]] == [0, 1, 2, 4]  # 0: the numeric weights
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_trains_a_tiny_round(panel, name):
+    """Each preset runs end to end (BasicTS-style smoke test): its phases, its architecture (one encoder layer,
+    two steps per phase), the engine's samplers and early-stopping subsets, on the tiny panel."""
+    r = RECIPES[name]
+    short = {p.name: {"steps": 2, "epochs": None, "batch_size": 16, "evals": 1, "samples": 64 if p.samples else None}
+             for p in r.phases}
+    m = tiny_lm(dataclasses.replace(r.with_changes(phases=short), val_samples=64, eval_samples=32), num_layers=1)
+    assert r.purpose and m.cfg.to_dict()["extra_tokens"] == list(r.model.get("extra_tokens", ()))
+    sp = _split(panel)
+    m.fit(panel, sp.train, sp.val)
+    assert [p["phase"] for p in m.metrics["phases"]] == [p.name for p in r.phases]
+    assert all(p["steps"] == 2 for p in m.metrics["phases"]) and np.isfinite(m.metrics["reproduce"]["mae"])
 
 
 # ------------------------------------------------------------------------------ events: the text and phase-2 sampling

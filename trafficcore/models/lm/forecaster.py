@@ -38,6 +38,9 @@ from trafficcore.models.lm.net import FusionNet, prune_last_layer, quantiles_fro
 from trafficcore.models.lm.recipes import Recipe, get_recipe
 from trafficcore.text import context_parts
 
+#: Adversarial perturbation (L2 norm per sample, embedding units) of the `fgm` ablation variant.
+FGM_EPS = 0.5
+
 
 class LMForecaster:
     """Forecaster protocol implementation around `FusionNet` (see module docstring).
@@ -108,7 +111,8 @@ class LMForecaster:
 
         no_text: numeric tokens only; random_init: same architecture and training, no pretrained weights;
         frozen_encoder / lora / full: the fine-tuning modes (frozen = heads and input projections trained on
-        the frozen pretrained encoder); numeric_only: the skip path alone, the model without its transformer.
+        the frozen pretrained encoder); numeric_only: the skip path alone, the model without its transformer;
+        fgm / no_fgm: the last phase with adversarial training (FGM on the input embeddings) switched on or off.
         """
         out = {"no_text": self.variant(use_text=False), "random_init": self.variant(random_init=True)}
         for mode in MODES if self.cfg.fusion == "early" else ():  # late fusion needs the frozen encoder
@@ -116,6 +120,12 @@ class LMForecaster:
                 out[mode if mode != "frozen" else "frozen_encoder"] = self.variant(mode=mode)
         if self.cfg.skip:
             out["numeric_only"] = self.variant(transformer=False)
+        if self.cfg.fusion == "early":  # FGM perturbs the transformer's input embeddings; late fusion has none
+            last = self.recipe.phases[-1]
+            eps = 0.0 if last.fgm_eps > 0 else FGM_EPS
+            out["fgm" if eps else "no_fgm"] = LMForecaster(
+                spec=self.spec, recipe=self.recipe.with_changes(phases={last.name: {"fgm_eps": eps}}), seed=self.seed,
+                device=self.device_name, progress=self.progress, **self.cfg.to_dict())
         return out
 
     def configure_cold_start(self, held_out_detector_ids) -> None:
