@@ -1,19 +1,17 @@
 """Late fusion for the language-model forecaster: a frozen encoder reads each sentence of the context once.
 
 Why. The early-fusion transformer (`net.FusionNet`, text and numeric tokens in one sequence) costs a
-forward and backward pass of the encoder per training sample: 40-80 samples/s on this project's two
-shared CPU cores, 13 samples/s measured under the usual load of other jobs. In the minutes a CPU run
-affords it sees a few hundred samples that mention an upcoming event, and it did not learn from them
-(demo city: phase 2 never beat the numeric path on validation). Late fusion encodes every distinct
-*sentence* once with the frozen pretrained encoder (site, approach, clock, each event phrase, a user's
-note: about 10^4 distinct sentences on the demo city, since the clock sentence and the site sentence
+forward and backward pass of the encoder per training sample, tens of samples per second on a CPU, so in
+the minutes a CPU run affords it sees only a few hundred samples that mention an upcoming event. Late
+fusion encodes every distinct *sentence* once with the frozen pretrained encoder (site, approach, clock,
+each event phrase, a user's note: the clock sentence and the site sentence
 repeat across samples), keeps their token states, and trains only a small head that reads them:
 
 - learned queries attend over the token states of all the sample's sentences (so a head can pick the
   words that say what and when: "concert", "Stadium", "starts in 45 min"), their pooled values are
   concatenated with the sample's numeric features, and an MLP emits the residual quantiles, added to
   the numeric skip path exactly like the early-fusion head;
-- training then runs at thousands of samples/s, so phase 2 can see every event sample many times.
+- training then runs at thousands of samples/s, so the text phase can see every event sample many times.
 
 The words are still what carries the event: the numeric features hold no event information, and
 `use_text=False` or shuffled texts remove the gain (see `trafficcore.evaluation.event_ablation`).

@@ -158,9 +158,7 @@ class _HeadOnlyLastLayer(nn.Module):
     Why: the head never reads the text tokens' last-layer states, yet the standard layer spends 10 of
     its 12 H^2 multiply-adds per token on them (query, output projection, feed-forward). Keys and values
     still come from every position, so the kept states equal the full layer's; the other positions are
-    returned as zeros. Inference only (no dropout). Measured on SCATS (2 layers, 140 detectors x 4
-    horizons, one thread, `trafficcore benchmark --speed`): warm CPU time 0.53 s -> 0.37 s per call,
-    forecasts within 0.004 vehicles of the full layer's (int8 activations are scaled per tensor).
+    returned as zeros. Inference only (no dropout); docs/MODEL_REPORT.md has its measured speed-up.
     """
 
     def __init__(self, layer: nn.Module, positions: dict):
