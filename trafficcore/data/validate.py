@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from trafficcore import config
+from trafficcore.data.files import read_bytes
 from trafficcore.data.schema import KEYS
 from trafficcore.errors import DataError
 
@@ -45,11 +46,7 @@ def check_file(path: str | Path) -> Path:
 def read_text(path: str | Path) -> str:
     """Decode a text file as UTF-8 (BOM allowed); a bad byte is reported with its row."""
     p = check_file(path)
-    raw = p.read_bytes()
-    if p.suffix == ".gz":
-        import gzip
-
-        raw = gzip.decompress(raw)
+    raw = read_bytes(p)  # a .gz is unpacked here, stopping at the size limit
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

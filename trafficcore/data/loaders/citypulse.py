@@ -67,7 +67,6 @@ as text to find the offending cell.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import warnings
 from pathlib import Path
@@ -75,6 +74,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trafficcore.data.files import check_unpacked, open_text
 from trafficcore.data.schema import CanonicalTables, DatasetInfo, empty
 from trafficcore.data.validate import check_file, read_csv, read_text, to_numbers, to_timestamps
 from trafficcore.errors import DataError
@@ -260,9 +260,8 @@ def _adjacency(meta: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- matrices
 def _open_text(path: Path):
-    """A text handle on a CSV, gunzipping a .gz file on the fly."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    return opener(path, "rt", encoding="utf-8-sig", newline="")
+    """A text handle on a CSV, gunzipping a .gz file on the fly (bounded: see `trafficcore.data.files`)."""
+    return open_text(path)
 
 
 def _header(path: Path) -> list[str]:
@@ -280,6 +279,7 @@ def _header(path: Path) -> list[str]:
 def _read_matrix(path: Path, known: set[str], whole_numbers: bool) -> pd.DataFrame:
     """A timestamp x REPORT_ID matrix of floats (NaN = no record), index in the file's own time (UTC)."""
     p = check_file(path)
+    check_unpacked(p)
     header = _header(p)
     if not header or header[0] != "timestamp":
         raise DataError(str(p), f"first column must be 'timestamp', found {header[:1]}", row=1, column="timestamp")
@@ -295,8 +295,9 @@ def _read_matrix(path: Path, known: set[str], whole_numbers: bool) -> pd.DataFra
         with warnings.catch_warnings():
             # with index_col=False pandas would silently drop a row's surplus fields; make that an error
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(p, header=0, names=header, index_col=False,
-                             dtype={"timestamp": str} | {c: "float64" for c in ids})
+            with _open_text(p) as f:
+                df = pd.read_csv(f, header=0, names=header, index_col=False,
+                                 dtype={"timestamp": str} | {c: "float64" for c in ids})
     except UnicodeDecodeError:
         read_text(p)
         raise
@@ -330,7 +331,8 @@ def _find_long_row(path: Path, width: int) -> None:
 
 def _find_bad_cell(path: Path, header: list[str]) -> None:
     """Re-read as text and raise a DataError at the first cell that is not a number."""
-    df = pd.read_csv(path, header=0, names=header, index_col=False, dtype=str, keep_default_na=False)
+    with _open_text(path) as f:
+        df = pd.read_csv(f, header=0, names=header, index_col=False, dtype=str, keep_default_na=False)
     for c in header[1:]:
         to_numbers(df[c], path, c, first_row=2, allow_missing=True)
     raise DataError(str(path), "cannot parse the values as numbers")

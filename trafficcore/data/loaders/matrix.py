@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trafficcore.data.loaders import hdf5
 from trafficcore.data.schema import MEASURES, CanonicalTables, DatasetInfo
 from trafficcore.data.validate import (
     check_file,
@@ -231,21 +232,11 @@ def _first_column_kind(name: str, values: pd.Series) -> str:
 
 
 def _read_hdf(p: Path, timezone: str) -> _Grid:
-    """A pandas HDFStore (key 'df', else its only key) or a plain 2-D h5py dataset without times."""
-    try:
-        with pd.HDFStore(p, mode="r") as st:
-            keys = st.keys()
-            if keys:
-                key = "/df" if "/df" in keys else (keys[0] if len(keys) == 1 else None)
-                if key is None:
-                    raise DataError(str(p), f"HDF5 store holds several tables {keys}; expected one named 'df'")
-                obj = st[key]
-                return _grid_from_frame(obj.to_frame() if isinstance(obj, pd.Series) else obj, p, timezone)
-    except DataError:
-        raise
-    except Exception as e:  # a pandas store that pandas cannot read: say so rather than guess
-        raise DataError(str(p), f"cannot read HDF5 file: {e}") from None
-    return _grid_from_h5py(p)
+    """A pandas fixed-format frame (key 'df', else its only key) or a plain 2-D dataset without times.
+
+    Read by `hdf5.read_frame` with h5py, never by pandas/PyTables: those unpickle object columns.
+    """
+    return _grid_from_frame(hdf5.read_frame(p), p, timezone)
 
 
 def _grid_from_frame(df: pd.DataFrame, p: Path, timezone: str) -> _Grid:
@@ -269,34 +260,6 @@ def _grid_from_frame(df: pd.DataFrame, p: Path, timezone: str) -> _Grid:
     elif not pd.api.types.is_integer_dtype(idx):
         raise DataError(str(p), f"index is neither times nor row numbers (dtype {idx.dtype})")
     return _Grid(values=values, ids=ids, times=times, first_row=1, time_column="index" if times is not None else None)
-
-
-def _grid_from_h5py(p: Path) -> _Grid:
-    import h5py
-
-    found: dict[str, h5py.Dataset] = {}
-    with h5py.File(p, "r") as f:
-        f.visititems(lambda name, obj: found.__setitem__(name, obj) if isinstance(obj, h5py.Dataset) else None)
-        matrices = {n: d for n, d in found.items() if d.ndim == 2 and d.dtype.kind in "fiu"}
-        if not matrices:
-            raise DataError(str(p), f"no 2-D numeric dataset in the HDF5 file (found {sorted(found)})")
-        if len(matrices) > 1:
-            named = [n for n in matrices if n.split("/")[-1] in ("df", "data", "values")]
-            if len(named) != 1:
-                raise DataError(str(p), f"several 2-D datasets {sorted(matrices)}; expected one (or one named 'data')")
-            matrices = {named[0]: matrices[named[0]]}
-        name, dset = next(iter(matrices.items()))
-        values = dset[()].astype(float)
-        n = values.shape[1]
-        ids = [str(j) for j in range(n)]
-        for cand in ("ids", "node_ids", "sensor_ids", "columns", "nodes"):
-            d = found.get(cand)
-            if d is not None and d.ndim == 1 and d.shape[0] == n:
-                ids = [x.decode() if isinstance(x, bytes) else str(x) for x in d[()]]
-                break
-    if values.shape[0] == 0 or n == 0:
-        raise DataError(str(p), f"dataset {name!r} is empty ({values.shape[0]} rows x {n} columns)")
-    return _Grid(values=values, ids=[i.strip() for i in ids], times=None, first_row=1, time_column=None)
 
 
 # ---------------------------------------------------------------------------------------------- checks

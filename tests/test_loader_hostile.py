@@ -1,0 +1,169 @@
+"""Hostile input to the loaders (issue 15): pickles in HDF5, decompression bombs, broken containers.
+
+Each case is run the way a user meets it, through `trafficcore import` (exit code 2, one line
+naming the file) or the dashboard's upload loader, and none may write to the store.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+import tracemalloc
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from trafficcore.cli import app
+from trafficcore.data import files
+from trafficcore.data.loaders import matrix
+from trafficcore.errors import DataError
+from trafficcore.ui import uploads
+
+runner = CliRunner()
+
+
+class Payload:
+    """Unpickling this creates the file `marker`: proof that a reader ran code from the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _import(*args: str, db: Path):
+    return runner.invoke(app, ["import", *args, "--dataset", "x", "--db", str(db)])
+
+
+def _one_line_error(res, name: str) -> str:
+    """The run exited 2 with a single `error:` line that names the file."""
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0], res.output
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- HDF5
+def _evil_h5(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "pwned"
+    idx = pd.date_range("2012-03-01", periods=4, freq="5min")
+    df = pd.DataFrame({"773869": [1.0, 2.0, 3.0, 4.0]}, index=idx)
+    df["evil"] = [Payload(marker)] * 4  # an object block: pandas' fixed format pickles it
+    p = tmp_path / "evil.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)  # "PyTables will pickle object types"
+        df.to_hdf(p, key="df", format="fixed")
+    assert not marker.exists()
+    return p, marker
+
+
+def test_hdf5_pickle_is_refused_on_the_command_line_and_never_run(tmp_path):
+    p, marker = _evil_h5(tmp_path)
+    res = _import("matrix", str(p), db=tmp_path / "s.duckdb")
+    line = _one_line_error(res, "evil.h5")
+    assert "block1_values" in line and "pickle" in line
+    assert not marker.exists()
+    assert not (tmp_path / "s.duckdb").exists()  # refused before the store was opened
+
+
+def test_hdf5_pickle_is_refused_by_the_upload_page_and_never_run(tmp_path):
+    p, marker = _evil_h5(tmp_path)
+    with pytest.raises(DataError, match="Python objects"):
+        uploads.load("matrix", {"path": p})
+    assert not marker.exists()
+
+
+def test_pandas_hdf5_layouts_read_without_pandas(tmp_path):
+    """Mixed dtype blocks keep their columns in order; an aware index is placed in local time."""
+    idx = pd.date_range("2012-03-01", periods=3, freq="1h", tz="UTC")
+    df = pd.DataFrame({"a": [1.5, 2.5, 3.5], "b": [1, 2, 3], "c": [7.0, np.nan, 9.0]}, index=idx)
+    p = tmp_path / "mixed.h5"
+    df.to_hdf(p, key="df")
+    t = matrix.load(p, timezone="Europe/Copenhagen")
+    got = t.observations.pivot(index="ts", columns="detector_id", values="value")
+    assert list(got.columns) == ["a", "b", "c"] and t.info.interval_s == 3600
+    assert got.index[0] == pd.Timestamp("2012-03-01 01:00")  # 00:00 UTC is 01:00 in Copenhagen
+    assert got["b"].tolist() == [1.0, 2.0, 3.0] and np.isnan(got["c"].iloc[1])
+
+    s = tmp_path / "series.h5"
+    pd.Series([4.0, 5.0], name="s1").to_hdf(s, key="df")
+    assert matrix.load(s, start="2020-01-01", interval=60).observations["value"].tolist() == [4.0, 5.0]
+
+
+def test_pandas_table_format_is_refused_with_a_hint(tmp_path):
+    p = tmp_path / "table.h5"
+    pd.DataFrame({"a": [1.0, 2.0]}).to_hdf(p, key="df", format="table")
+    with pytest.raises(DataError, match="format='fixed'"):
+        matrix.load(p, start="2020-01-01", interval=60)
+
+
+def test_broken_hdf5_is_one_clean_line(tmp_path):
+    p = tmp_path / "broken.h5"
+    p.write_bytes(matrix.HDF5_MAGIC + b"\x00" * 64 + b"junk" * 100)
+    line = _one_line_error(_import("matrix", str(p), db=tmp_path / "s.duckdb"), "broken.h5")
+    assert "cannot read HDF5 file" in line and "HDF5-DIAG" not in line
+
+
+# ---------------------------------------------------------------------------------------------- gzip
+LINE = b"2012-03-01 00:00:00,1,2\n"
+
+
+def _bomb(path: Path, unpacked: int = 2**31) -> Path:
+    """A small .csv.gz that unpacks to `unpacked` bytes: one compressed 64 MiB member, repeated."""
+    block = LINE * (2**26 // len(LINE))
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    member = z.compress(block) + z.flush()
+    with open(path, "wb") as f:
+        f.write(gzip.compress(b"timestamp,a,b\n"))
+        for _ in range(unpacked // len(block) + 1):
+            f.write(member)
+    assert path.stat().st_size < 10 * 2**20
+    return path
+
+
+def test_gzip_bomb_is_refused_fast_and_small_at_the_default_limit(tmp_path):
+    bomb = _bomb(tmp_path / "bomb.csv.gz")
+    tracemalloc.start()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    try:
+        res = _import("matrix", str(bomb), db=tmp_path / "s.duckdb")
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    line = _one_line_error(res, "bomb.csv.gz")
+    assert "unpacks to more than the 200.0 MB limit" in line
+    # CPU seconds, since the wall clock on a shared machine also counts other people's work
+    assert cpu < 1.0 and seconds < 5.0 and peak < 500 * 2**20, (cpu, seconds, peak / 2**20)
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_unpacked_limit_follows_the_setting_for_every_reader(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAFFICCORE_MAX_FILE_MB", "1")
+    bomb = _bomb(tmp_path / "bomb.csv.gz", unpacked=2**26)
+    for read in (files.read_bytes, files.check_unpacked, lambda p: pd.read_csv(files.open_text(p))):
+        with pytest.raises(DataError, match="unpacks to more than the 1.0 MB limit"):
+            read(bomb)
+    small = tmp_path / "small.csv.gz"
+    small.write_bytes(gzip.compress(b"timestamp,a\n2012-03-01 00:00,1\n2012-03-01 00:05,2\n"))
+    assert len(matrix.load(small).observations) == 2  # under the limit a .gz still reads
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"timestamp,a\n2012-03-01 00:00,1\n", "not a valid gzip file"),
+        (gzip.compress(b"timestamp,a\n" + LINE * 1000)[:40], "truncated"),
+    ],
+    ids=["not_gzip", "truncated"],
+)
+def test_broken_gzip_is_one_line_naming_the_file(tmp_path, content, message):
+    p = tmp_path / "counts.csv.gz"
+    p.write_bytes(content)
+    assert message in _one_line_error(_import("matrix", str(p), db=tmp_path / "s.duckdb"), "counts.csv.gz")
