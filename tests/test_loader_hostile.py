@@ -167,3 +167,45 @@ def test_broken_gzip_is_one_line_naming_the_file(tmp_path, content, message):
     p = tmp_path / "counts.csv.gz"
     p.write_bytes(content)
     assert message in _one_line_error(_import("matrix", str(p), db=tmp_path / "s.duckdb"), "counts.csv.gz")
+
+
+# ---------------------------------------------------------------------------------------------- workbooks
+OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the signature of a legacy .xls
+
+
+def _zip(path: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("readme.txt", "not a workbook")
+    return path
+
+
+def _garbage_xls(path: Path) -> Path:
+    path.write_bytes(OLE + bytes(range(256)) * 12)
+    return path
+
+
+def _scats_csv(path: Path) -> Path:
+    from trafficcore.data.loaders import scats
+
+    counts = ",".join(str(k % 7) for k in range(96))
+    path.write_text(",".join(scats.REQUIRED) + "\n" + f"970,WARRIGAL_RD N of HIGH STREET_RD,-37.86,145.09,1,"
+                    f"2006-10-02,{counts}\n")
+    return path
+
+
+@pytest.mark.parametrize("role", ["data", "listing"])
+@pytest.mark.parametrize("make", [_garbage_xls, _zip], ids=["garbage_xls", "zip"])
+def test_broken_workbook_is_one_line_naming_the_file(tmp_path, role, make):
+    name = "sites.xls" if make is _garbage_xls else "sites.zip"
+    bad = make(tmp_path / name)
+    if role == "data":
+        args = ["scats", str(bad)]
+    else:
+        good = _scats_csv(tmp_path / "scats.csv")
+        assert _import("scats", str(good), db=tmp_path / "ok.duckdb").exit_code == 0  # the data file is fine
+        args = ["scats", str(good), "--sites-listing", str(bad)]
+    line = _one_line_error(_import(*args, db=tmp_path / "s.duckdb"), name)
+    assert "cannot read the workbook" in line
+    assert not (tmp_path / "s.duckdb").exists()

@@ -162,22 +162,53 @@ def _find_header(grid: list[list], needed: list[str], p: Path, look: int = 50) -
 
 def _sheet_rows_xlsx(p: Path) -> list[list]:
     """All rows of sheet `Data` (or the only sheet) of an .xlsx, streamed in read-only mode."""
-    import warnings
+    with _open_xlsx(p) as wb:
+        ws = wb[_pick_sheet(wb.sheetnames, p)]
+        return [list(r) for r in ws.iter_rows(values_only=True)]
+
+
+#: What openpyxl and xlrd raise on a file that is not the workbook it claims to be (a zip of
+#: something else, random bytes behind a workbook signature, a cut-off file).
+def _workbook_faults() -> tuple[type[BaseException], ...]:
+    import struct
     import zipfile
+
+    import xlrd
+    from openpyxl.utils.exceptions import InvalidFileException
+    from xlrd.compdoc import CompDocError
+
+    return (zipfile.BadZipFile, InvalidFileException, xlrd.XLRDError, CompDocError, struct.error, AssertionError,
+            KeyError, IndexError, ValueError, TypeError, OSError, EOFError, UnicodeDecodeError)
+
+
+@contextmanager
+def _open_xlsx(p: Path):
+    """An .xlsx (read-only) whose faults, on opening or while reading, end as one DataError naming the file.
+
+    It is opened from a handle so that openpyxl judges the content, not the name (a listing saved
+    as `.zip` is then refused for what is inside it).
+    """
+    import warnings
 
     import openpyxl
 
     try:
-        with warnings.catch_warnings():
+        with open(p, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Cannot parse header or footer": page furniture only
-            wb = openpyxl.load_workbook(p, read_only=True, data_only=True)
+            wb = openpyxl.load_workbook(f, read_only=True, data_only=True)
             try:
-                ws = wb[_pick_sheet(wb.sheetnames, p)]
-                return [list(r) for r in ws.iter_rows(values_only=True)]
+                yield wb
             finally:
                 wb.close()
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
-        raise DataError(str(p), f"cannot read the workbook: {e}") from None
+    except DataError:
+        raise
+    except _workbook_faults() as e:
+        raise DataError(str(p), f"cannot read the workbook: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _sheet_rows_xls(p: Path) -> list[list]:
@@ -236,12 +267,16 @@ def _open_xls(p: Path):
         xlrd.book.evaluate_name_formula = tolerant
         try:
             book = xlrd.open_workbook(str(p), logfile=devnull, on_demand=True)
-        except xlrd.XLRDError as e:
-            raise DataError(str(p), f"cannot read the workbook: {e}") from None
+        except _workbook_faults() as e:
+            raise DataError(str(p), f"cannot read the workbook: {_first_line(e)}") from None
         finally:
             xlrd.book.evaluate_name_formula = original
     try:
         yield book
+    except DataError:
+        raise
+    except _workbook_faults() as e:  # sheets load on demand, so a corrupt one is met while reading
+        raise DataError(str(p), f"cannot read the workbook: {_first_line(e)}") from None
     finally:
         book.release_resources()
 
@@ -262,13 +297,8 @@ def _read_listing(path: str | Path) -> dict[str, str]:
                 sheets = [book.sheet_by_index(i) for i in range(book.nsheets)]
                 grids = [[sh.row_values(i) for i in range(sh.nrows)] for sh in sheets]
         else:
-            import openpyxl
-
-            wb = openpyxl.load_workbook(p, read_only=True, data_only=True)
-            try:
+            with _open_xlsx(p) as wb:
                 grids = [[list(r) for r in ws.iter_rows(values_only=True)] for ws in wb.worksheets]
-            finally:
-                wb.close()
         # The listing is on the second sheet of VicRoads' file; search every sheet for its header.
         for grid in grids:
             try:
