@@ -209,3 +209,45 @@ def test_broken_workbook_is_one_line_naming_the_file(tmp_path, role, make):
     line = _one_line_error(_import(*args, db=tmp_path / "s.duckdb"), name)
     assert "cannot read the workbook" in line
     assert not (tmp_path / "s.duckdb").exists()
+
+
+# ---------------------------------------------------------------------------------------------- messages
+def test_huge_bad_cell_is_echoed_as_a_short_prefix(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("timestamp,a,b\n2012-03-01 00:00,1,2\n2012-03-01 00:05," + "x" * 10_000_000 + ",2\n")
+    line = _one_line_error(_import("matrix", str(p), db=tmp_path / "s.duckdb"), "m.csv")
+    assert "row 3, column 'a': not a number: '" + "x" * 80 + "…'" in line
+    assert len(line) < 400
+
+
+@pytest.mark.parametrize("length", [100_000, 1_000_000], ids=["long_name", "over_csv_field_limit"])
+def test_huge_header_name_is_one_short_line(tmp_path, length):
+    p = tmp_path / "m.csv"
+    p.write_text(f"timestamp,{'n' * length}\n2012-03-01 00:00,1\n2012-03-01 00:05,oops\n")
+    line = _one_line_error(_import("matrix", str(p), db=tmp_path / "s.duckdb"), "m.csv")
+    assert len(line) < 400
+    if length == 100_000:
+        assert f"column '{'n' * 80}…': not a number: 'oops'" in line
+
+
+@pytest.mark.parametrize(
+    "body, row, fields",
+    [
+        ("2012-03-01 00:00,1,2,3\n2012-03-01 00:05,1,2\n", 2, 4),  # a long first record (pandas took it as index)
+        ("2012-03-01 00:00,1,2\n2012-03-01 00:05,1\n", 3, 2),  # a short record (pandas padded it)
+        ('2012-03-01 00:00,1,2\n"2012-03-01 00:05",1,2,"3"\n', 3, 4),  # quoted fields: counted by the csv module
+    ],
+    ids=["long_first", "short", "quoted"],
+)
+def test_ragged_matrix_row_is_reported_as_wrong_field_count(tmp_path, body, row, fields):
+    p = tmp_path / "m.csv"
+    p.write_text("timestamp,a,b\n" + body)
+    line = _one_line_error(_import("matrix", str(p), db=tmp_path / "s.duckdb"), "m.csv")
+    assert f"row {row}: {fields} fields, but the header has 3" in line
+
+
+def test_infinite_value_is_printed_as_a_plain_number(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("timestamp,a,b\n2012-03-01 00:00,1,2\n2012-03-01 00:05,inf,2\n")
+    line = _one_line_error(_import("matrix", str(p), db=tmp_path / "s.duckdb"), "m.csv")
+    assert line.endswith("row 3, column 'a': not a finite number: inf")

@@ -18,7 +18,7 @@ import pandas as pd
 from trafficcore import config
 from trafficcore.data.files import read_bytes
 from trafficcore.data.schema import KEYS
-from trafficcore.errors import DataError
+from trafficcore.errors import DataError, shown
 
 _ZONED = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 
@@ -77,7 +77,7 @@ def check_columns(df: pd.DataFrame, required: Iterable[str], path, header_row: i
     if missing:
         raise DataError(
             str(path),
-            f"missing required column(s) {missing}; found {list(df.columns)[:12]}",
+            f"missing required column(s) {missing}; found {shown(list(df.columns))}",
             row=header_row,
             column=missing[0],
         )
@@ -97,13 +97,13 @@ def to_numbers(
         bad = vals.isna() & ~empty
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(str(path), f"not a number: {s.iloc[i]!r}", row=first_row + i, column=column)
+        raise DataError(str(path), f"not a number: {shown(s.iloc[i])}", row=first_row + i, column=column)
     if not allow_missing and vals.isna().any():
         i = int(np.flatnonzero(vals.isna().to_numpy())[0])
         raise DataError(str(path), "value is missing", row=first_row + i, column=column)
     if not np.isfinite(vals.dropna().to_numpy()).all():
         i = int(np.flatnonzero(~np.isfinite(vals.fillna(0).to_numpy()))[0])
-        raise DataError(str(path), f"not a finite number: {s.iloc[i]!r}", row=first_row + i, column=column)
+        raise DataError(str(path), f"not a finite number: {shown(s.iloc[i])}", row=first_row + i, column=column)
     if non_negative and (vals < 0).any():
         i = int(np.flatnonzero((vals < 0).to_numpy())[0])
         raise DataError(
@@ -132,7 +132,7 @@ def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | No
     bad = ts.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(str(path), f"not a date/time: {s.iloc[i]!r}", row=first_row + i, column=column)
+        raise DataError(str(path), f"not a date/time: {shown(s.iloc[i])}", row=first_row + i, column=column)
     if getattr(ts.dt, "tz", None) is not None:
         raise DataError(
             str(path),
@@ -143,7 +143,7 @@ def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | No
     out_of_range = (ts < EARLIEST) | (ts >= LATEST)
     if out_of_range.any():
         i = int(np.flatnonzero(out_of_range.to_numpy())[0])
-        raise DataError(str(path), f"date/time out of range ({EARLIEST.year}-{LATEST.year - 1}): {s.iloc[i]!r}",
+        raise DataError(str(path), f"date/time out of range ({EARLIEST.year}-{LATEST.year - 1}): {shown(s.iloc[i])}",
                         row=first_row + i, column=column)
     return ts.astype("datetime64[ns]")
 
@@ -170,7 +170,7 @@ def check_known(s: pd.Series, known: set, path, column: str, first_row: int, wha
     unknown = ~s.isin(known)
     if unknown.any():
         i = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise DataError(str(path), f"unknown {what} id {s.iloc[i]!r}", row=first_row + i, column=column)
+        raise DataError(str(path), f"unknown {what} id {shown(s.iloc[i])}", row=first_row + i, column=column)
 
 
 def check_tables(frames: dict[str, pd.DataFrame], known_sites: set, known_detectors: set) -> None:
@@ -195,7 +195,7 @@ def check_tables(frames: dict[str, pd.DataFrame], known_sites: set, known_detect
         check_known(det["site_id"], sites, "<detectors>", "site_id", 0, what="site")
         bad = ~det["measure"].isin(["volume", "speed"])
         if bad.any():
-            raise DataError("<detectors>", f"measure must be volume or speed, got {det['measure'][bad].iloc[0]!r}")
+            raise DataError("<detectors>", f"measure must be volume or speed, got {shown(det['measure'][bad].iloc[0])}")
     obs = frames["observations"]
     if not obs.empty:
         check_known(obs["detector_id"], detectors, "<observations>", "detector_id", 0)
@@ -275,7 +275,7 @@ def _check_no_zone(s: pd.Series, path, column: str, first_row: int) -> None:
         i = int(np.flatnonzero(zoned.to_numpy())[0])
         raise DataError(
             str(path),
-            f"{s.iloc[i]!r} carries a time zone; give local wall-clock times and the dataset's --timezone",
+            f"{shown(s.iloc[i])} carries a time zone; give local wall-clock times and the dataset's --timezone",
             row=first_row + i,
             column=column,
         )

@@ -77,7 +77,7 @@ import pandas as pd
 from trafficcore.data.files import check_unpacked, open_text
 from trafficcore.data.schema import CanonicalTables, DatasetInfo, empty
 from trafficcore.data.validate import check_file, read_csv, read_text, to_numbers, to_timestamps
-from trafficcore.errors import DataError
+from trafficcore.errors import DataError, shown
 
 TIMEZONE = "Europe/Copenhagen"
 #: The zone the matrices' timestamps are written in (see the module docstring for the evidence).
@@ -154,7 +154,7 @@ def _read_metadata(path: Path) -> pd.DataFrame:
     conflict = df["REPORT_ID"].duplicated(keep="first") & ~exact
     if conflict.any():
         i = int(np.flatnonzero(conflict.to_numpy())[0])
-        raise DataError(str(path), f"segment {df['REPORT_ID'].iloc[i]!r} is listed twice with different values",
+        raise DataError(str(path), f"segment {shown(df['REPORT_ID'].iloc[i])} is listed twice with different values",
                         row=2 + i, column="REPORT_ID")
     rows = df.index.to_series() + 2
     for c, lo, hi in (("POINT_1_LAT", -90, 90), ("POINT_2_LAT", -90, 90), ("POINT_1_LNG", -180, 180),
@@ -272,7 +272,7 @@ def _header(path: Path) -> list[str]:
     except UnicodeDecodeError:
         read_text(path)  # raises a DataError naming the row of the bad byte
         raise
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, csv.Error) as e:
         raise DataError(str(path), f"cannot read the file: {e}") from None
 
 
@@ -287,9 +287,9 @@ def _read_matrix(path: Path, known: set[str], whole_numbers: bool) -> pd.DataFra
     seen: set[str] = set()
     for c in ids:
         if c in seen:
-            raise DataError(str(p), f"segment column {c!r} appears twice", row=1, column=c)
+            raise DataError(str(p), f"segment column {shown(c)} appears twice", row=1, column=c)
         if c not in known:
-            raise DataError(str(p), f"segment {c!r} is not in {META_FILE}", row=1, column=c)
+            raise DataError(str(p), f"segment {shown(c)} is not in {META_FILE}", row=1, column=c)
         seen.add(c)
     try:
         with warnings.catch_warnings():
@@ -313,7 +313,7 @@ def _read_matrix(path: Path, known: set[str], whole_numbers: bool) -> pd.DataFra
     off_grid = ts != ts.dt.floor(f"{INTERVAL_S}s")
     if off_grid.any():
         i = int(np.flatnonzero(off_grid.to_numpy())[0])
-        raise DataError(str(p), f"{df['timestamp'].iloc[i]!r} is not on the {INTERVAL_S // 60}-minute grid",
+        raise DataError(str(p), f"{shown(df['timestamp'].iloc[i])} is not on the {INTERVAL_S // 60}-minute grid",
                         row=2 + i, column="timestamp")
     values = df[ids].to_numpy(dtype=float)
     _check_cells(values, ids, p, whole_numbers)

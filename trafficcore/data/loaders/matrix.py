@@ -36,7 +36,7 @@ from trafficcore.data.validate import (
     read_text,
     to_numbers,
 )
-from trafficcore.errors import DataError
+from trafficcore.errors import DataError, shown
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -172,16 +172,20 @@ def _read_csv(p: Path) -> _Grid:
     text = read_text(p)
     if not text.strip():
         raise DataError(str(p), "file is empty")
-    header = [h.strip() for h in next(csv.reader(io.StringIO(text)))]
+    try:
+        header = [h.strip() for h in next(csv.reader(io.StringIO(text)))]
+    except csv.Error as e:  # e.g. a header cell over the csv module's field size limit
+        raise DataError(str(p), f"cannot parse CSV: {e}", row=1) from None
     if len(header) < 2 and header[0].lower() in TIME_NAMES | INDEX_NAMES:
         raise DataError(str(p), "no node columns: expected one column per node", row=1)
     seen: set[str] = set()
     for j, h in enumerate(header):
         if h in seen:
-            raise DataError(str(p), f"node column {h!r} appears twice", row=1, column=h)
+            raise DataError(str(p), f"node column {shown(h)} appears twice", row=1, column=h)
         if not h and j > 0:
             raise DataError(str(p), f"column {j + 1} has no name (a node id is expected)", row=1)
         seen.add(h)
+    _check_widths(text, len(header), p)
     positional = [str(j) for j in range(len(header))]
     try:
         df = pd.read_csv(
@@ -217,6 +221,28 @@ def _read_csv(p: Path) -> _Grid:
     return _Grid(values=values, ids=ids, times=times, first_row=2, time_column=time_column)
 
 
+def _check_widths(text: str, width: int, p: Path) -> None:
+    """Every record has as many fields as the header, else a DataError naming the first that does not.
+
+    pandas pads a short row with empty cells (silently "no observation") and reads a long first
+    record's extra field as an index, which then surfaced as a bogus "not a date/time". Without
+    quotes, fields are counted per line (fast); with them, by the csv module.
+    """
+    if '"' not in text:
+        for row, line in enumerate(io.StringIO(text), start=1):
+            n = line.count(",") + 1
+            if n != width and line.strip():
+                raise DataError(str(p), f"{n} fields, but the header has {width}", row=row)
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for fields in reader:
+            if fields and len(fields) != width:
+                raise DataError(str(p), f"{len(fields)} fields, but the header has {width}", row=reader.line_num)
+    except csv.Error as e:
+        raise DataError(str(p), f"cannot parse CSV: {e}", row=reader.line_num) from None
+
+
 def _first_column_kind(name: str, values: pd.Series) -> str:
     """'time', 'rownumber' (a written-out RangeIndex) or 'node' for the first CSV column."""
     lname = name.lower()
@@ -245,7 +271,7 @@ def _grid_from_frame(df: pd.DataFrame, p: Path, timezone: str) -> _Grid:
     ids = [str(c).strip() for c in df.columns]
     dup = pd.Index(ids).duplicated()
     if dup.any():
-        raise DataError(str(p), f"node column {ids[int(np.flatnonzero(dup)[0])]!r} appears twice")
+        raise DataError(str(p), f"node column {shown(ids[int(np.flatnonzero(dup)[0])])} appears twice")
     values = np.empty(df.shape, dtype=float)
     for k, c in enumerate(df.columns):
         values[:, k] = to_numbers(df[c], p, ids[k], 1, allow_missing=True).to_numpy(dtype=float)
@@ -352,7 +378,7 @@ def _read_locations(path, known: set[str]) -> pd.DataFrame:
             raise DataError(
                 str(p),
                 f"missing a {want!r} column (accepted names for it: "
-                f"{dict(id=ID_NAMES, lat=LAT_NAMES, lon=LON_NAMES)[want]}); found {list(df.columns)}",
+                f"{dict(id=ID_NAMES, lat=LAT_NAMES, lon=LON_NAMES)[want]}); found {shown(list(df.columns))}",
                 row=1,
                 column=want,
             )
@@ -386,7 +412,7 @@ def _read_adjacency(path, known: set[str]) -> pd.DataFrame:
         if col is None:
             raise DataError(
                 str(p),
-                f"missing a {want!r} column (accepted names: {names}); found {list(df.columns)}",
+                f"missing a {want!r} column (accepted names: {names}); found {shown(list(df.columns))}",
                 row=1,
                 column=want,
             )
@@ -419,5 +445,6 @@ def _reject_conflicts(df: pd.DataFrame, key: str, p: Path, first: int, column: s
     if dup.any():
         i = distinct.index[int(np.flatnonzero(dup.to_numpy())[0])]
         raise DataError(
-            str(p), f"{key} {df.loc[i, key]!r} is listed twice with different values", row=first + int(i), column=column
+            str(p), f"{key} {shown(df.loc[i, key])} is listed twice with different values", row=first + int(i),
+            column=column,
         )

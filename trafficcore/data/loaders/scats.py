@@ -55,7 +55,7 @@ import pandas as pd
 
 from trafficcore.data.schema import CanonicalTables, DatasetInfo
 from trafficcore.data.validate import check_columns, check_file, read_csv, to_numbers
-from trafficcore.errors import DataError
+from trafficcore.errors import DataError, shown
 
 TIMEZONE = "Australia/Melbourne"
 INTERVAL_S = 900
@@ -321,9 +321,9 @@ def _read_listing(path: str | Path) -> dict[str, str]:
             continue
         m = _INTEGER.match(text)
         if not m:
-            raise DataError(str(p), f"not a site number: {number!r}", row=row, column="Site Number")
+            raise DataError(str(p), f"not a site number: {shown(number)}", row=row, column="Site Number")
         if m[1]:
-            raise DataError(str(p), f"negative site number: {number!r}", row=row, column="Site Number")
+            raise DataError(str(p), f"negative site number: {shown(number)}", row=row, column="Site Number")
         names.setdefault(str(int(m[2])), _cell_text(desc))
     return names
 
@@ -354,7 +354,8 @@ def _parse_records(raw: pd.DataFrame, rows: np.ndarray, p: Path) -> pd.DataFrame
         if res is None:
             raise DataError(
                 str(p),
-                f"cannot read the approach from Location {loc!r} (expected 'ROAD <N|S|E|W|NE|NW|SE|SW> of CROSS ROAD')",
+                f"cannot read the approach from Location {shown(loc)} "
+                "(expected 'ROAD <N|S|E|W|NE|NW|SE|SW> of CROSS ROAD')",
                 row=int(rows[i]),
                 column="Location",
             )
@@ -393,9 +394,9 @@ def _integers(s: pd.Series, p: Path, column: str, signed: bool = False, blank: s
         if not text.iloc[i]:
             what = "value is missing"
         elif m[0].iloc[i] == "-":
-            what = f"must not be negative: {s.iloc[i]!r}"
+            what = f"must not be negative: {shown(s.iloc[i])}"
         else:
-            what = f"not a whole number: {s.iloc[i]!r}"
+            what = f"not a whole number: {shown(s.iloc[i])}"
         raise DataError(str(p), what, row=i, column=column)
     return (m[0] + m[1].map(lambda x: str(int(x)))).to_numpy()
 
@@ -419,7 +420,8 @@ def _dates(s: pd.Series, p: Path) -> np.ndarray:
     bad = full.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(str(p), f"not a date (expected YYYY-MM-DD or D/M/YYYY): {s.iloc[i]!r}", row=i, column="Date")
+        raise DataError(str(p), f"not a date (expected YYYY-MM-DD or D/M/YYYY): {shown(s.iloc[i])}", row=i,
+                        column="Date")
     return full.to_numpy(dtype="datetime64[ns]")
 
 
