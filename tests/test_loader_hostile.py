@@ -251,3 +251,33 @@ def test_infinite_value_is_printed_as_a_plain_number(tmp_path):
     p.write_text("timestamp,a,b\n2012-03-01 00:00,1,2\n2012-03-01 00:05,inf,2\n")
     line = _one_line_error(_import("matrix", str(p), db=tmp_path / "s.duckdb"), "m.csv")
     assert line.endswith("row 3, column 'a': not a finite number: inf")
+
+
+# ---------------------------------------------------------------------------------------------- dense adjacency
+def test_headerless_dense_adjacency_takes_ids_from_the_locations_order(tmp_path):
+    """T-GCN style: an N x N weight matrix with no header, nodes in the locations file's order."""
+    ids = ["773869", "767541", "767542"]
+    p = tmp_path / "speeds.csv"
+    p.write_text("timestamp," + ",".join(ids) + "\n2012-03-01 00:00:00,1,2,3\n2012-03-01 00:05:00,4,5,6\n")
+    loc = tmp_path / "loc.csv"  # a different order from the matrix's columns
+    loc.write_text("id,lat,lon\n767542,34.1,-118.1\n773869,34.2,-118.2\n767541,34.3,-118.3\n")
+    adj = tmp_path / "adj.csv"
+    adj.write_text("0,1,0\n1,0,0.5\n0,0,0\n")
+    db = tmp_path / "s.duckdb"
+    res = runner.invoke(app, ["import", "matrix", str(p), "--locations", str(loc), "--adjacency", str(adj),
+                              "--dataset", "x", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    from trafficcore.data.store import Store
+
+    edges = Store(db, read_only=True).adjacency("x").set_index(["src", "dst"])["weight"].sort_index()
+    assert edges.to_dict() == {("767542", "773869"): 1.0, ("773869", "767542"): 1.0, ("773869", "767541"): 0.5}
+
+    wrong = tmp_path / "wrong.csv"  # 2 x 2 for 3 nodes: not the dense form, and the error says what is expected
+    wrong.write_text("0,1\n1,0\n")
+    with pytest.raises(DataError, match="3 x 3"):
+        matrix.load(p, locations=loc, adjacency=wrong)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0,1,0\n1,0,-2\n0,0,0\n")
+    with pytest.raises(DataError, match="negative") as e:
+        matrix.load(p, locations=loc, adjacency=bad)
+    assert (e.value.row, e.value.column) == (2, "767541")

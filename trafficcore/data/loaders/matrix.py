@@ -144,7 +144,8 @@ def load(
         observations=observations,
     )
     if adjacency is not None:
-        tables.adjacency = _read_adjacency(adjacency, set(grid.ids))
+        order = list(loc["site_id"]) if locations is not None else list(grid.ids)
+        tables.adjacency = _read_adjacency(adjacency, set(grid.ids), order)
     return tables
 
 
@@ -401,18 +402,27 @@ def _read_locations(path, known: set[str]) -> pd.DataFrame:
     return out.drop_duplicates("site_id")
 
 
-def _read_adjacency(path, known: set[str]) -> pd.DataFrame:
-    """src, dst, weight (cost; 1.0 when the file has no weight column), kind='graph'."""
+def _read_adjacency(path, known: set[str], order: list[str]) -> pd.DataFrame:
+    """src, dst, weight (cost; 1.0 when the file has no weight column), kind='graph'.
+
+    Besides an edge list with a header, a headerless N x N weight matrix (as T-GCN-style datasets
+    publish it) is accepted when N is the number of nodes in `order` (the locations file's order,
+    else the matrix's columns): row i, column j non-zero is an edge order[i] -> order[j].
+    """
     p = check_file(path)
     df, first = _read_table(p)
     src_col = pick_column(df.columns, FROM_NAMES)
     dst_col = pick_column(df.columns, TO_NAMES)
     w_col = pick_column(df.columns, WEIGHT_NAMES)
+    if (src_col is None or dst_col is None) and _looks_dense(df, len(order)):
+        return _dense_adjacency(p, order)
     for col, want, names in ((src_col, "from", FROM_NAMES), (dst_col, "to", TO_NAMES)):
         if col is None:
             raise DataError(
                 str(p),
-                f"missing a {want!r} column (accepted names: {names}); found {shown(list(df.columns))}",
+                f"missing a {want!r} column (accepted names: {names}); found {shown(list(df.columns))} "
+                f"(a weight matrix without a header must be {len(order)} x {len(order)}, one row and column "
+                "per node)",
                 row=1,
                 column=want,
             )
@@ -436,6 +446,27 @@ def _read_adjacency(path, known: set[str]) -> pd.DataFrame:
             column=w_col,
         )
     return out.reset_index(drop=True)
+
+
+def _looks_dense(df: pd.DataFrame, n: int) -> bool:
+    """The header row is numbers and the file is n rows (header included) by n columns."""
+    header_numeric = pd.to_numeric(pd.Series(list(df.columns)), errors="coerce").notna().all()
+    return bool(header_numeric) and df.shape == (n - 1, n)
+
+
+def _dense_adjacency(p: Path, order: list[str]) -> pd.DataFrame:
+    """Edges of a headerless N x N weight matrix (0 = no edge); every cell must be a number >= 0."""
+    df = read_csv(p, header=None)
+    values = np.empty(df.shape, dtype=float)
+    for j in range(df.shape[1]):
+        values[:, j] = to_numbers(df.iloc[:, j], p, order[j], 1).to_numpy(dtype=float)
+    bad = values < 0
+    if bad.any():
+        r, c = (int(x[0]) for x in np.nonzero(bad))
+        raise DataError(str(p), f"weight {shown(values[r, c])} is negative", row=r + 1, column=order[c])
+    src, dst = np.nonzero(values)
+    ids = np.asarray(order, dtype=object)
+    return pd.DataFrame({"src": ids[src], "dst": ids[dst], "weight": values[src, dst], "kind": "graph"})
 
 
 def _reject_conflicts(df: pd.DataFrame, key: str, p: Path, first: int, column: str) -> None:
