@@ -90,7 +90,7 @@ def import_(
     sites_listing: Path | None = typer.Option(None, help="scats: VicRoads site listing (.xls or .csv)"),
     events: Path | None = typer.Option(None, help="citypulse: event listings CSV"),
     locations: Path | None = typer.Option(None, help="matrix: locations CSV (id, lat, lon)"),
-    adjacency: Path | None = typer.Option(None, help="matrix: adjacency CSV (from, to, cost)"),
+    adjacency: Path | None = typer.Option(None, help="matrix: adjacency CSV (from,to,cost or N x N weights)"),
     start: str | None = typer.Option(None, help="matrix: timestamp of the first row when the file has none"),
     interval: str | None = typer.Option(None, help="matrix/long: interval, e.g. 300 or 5min"),
     measure: str = typer.Option("volume", help="matrix: volume | speed"),

@@ -8,6 +8,8 @@ transaction.
 
 from __future__ import annotations
 
+import numpy as np
+
 
 class TrafficCoreError(Exception):
     """Base class for errors that are the user's to fix (exit code 2)."""
@@ -24,6 +26,29 @@ class DataError(TrafficCoreError):
         where = [self.file]
         if row is not None:
             where.append(f"row {row}")
-        if column is not None:
-            where.append(f"column '{column}'")
+        if column is not None:  # a header cell can be as long as any other: cut like one
+            where.append(f"column '{column if len(str(column)) <= SHOWN_CHARS else str(column)[:SHOWN_CHARS] + '…'}'")
         super().__init__(f"{', '.join(where)}: {message}")
+
+
+#: Longest piece of a file echoed in an error: one 10 MB cell must not become 10 MB of terminal output.
+SHOWN_CHARS = 80
+#: Most items of a list (column names) echoed in an error.
+SHOWN_ITEMS = 12
+
+
+def shown(value: object) -> str:
+    """A cell (or list of header names) as an error quotes it: numbers plainly, text quoted and cut short.
+
+    `repr` would print numpy scalars as `np.float64(inf)` and echo a cell whole, however long.
+    """
+    if isinstance(value, list | tuple):
+        items = [shown(v) for v in value[:SHOWN_ITEMS]]
+        more = [f"… {len(value) - SHOWN_ITEMS} more"] if len(value) > SHOWN_ITEMS else []
+        return "[" + ", ".join(items + more) + "]"
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_):
+        return f"{value:g}" if isinstance(value, float | np.floating) else str(int(value))
+    text = str(value)
+    if len(text) > SHOWN_CHARS:
+        text = text[:SHOWN_CHARS] + "…"
+    return repr(text)

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from trafficcore import config
+from trafficcore.data.files import read_bytes
 from trafficcore.data.schema import KEYS
-from trafficcore.errors import DataError
+from trafficcore.errors import DataError, shown
 
 _ZONED = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 
@@ -45,11 +46,7 @@ def check_file(path: str | Path) -> Path:
 def read_text(path: str | Path) -> str:
     """Decode a text file as UTF-8 (BOM allowed); a bad byte is reported with its row."""
     p = check_file(path)
-    raw = p.read_bytes()
-    if p.suffix == ".gz":
-        import gzip
-
-        raw = gzip.decompress(raw)
+    raw = read_bytes(p)  # a .gz is unpacked here, stopping at the size limit
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -80,7 +77,7 @@ def check_columns(df: pd.DataFrame, required: Iterable[str], path, header_row: i
     if missing:
         raise DataError(
             str(path),
-            f"missing required column(s) {missing}; found {list(df.columns)[:12]}",
+            f"missing required column(s) {missing}; found {shown(list(df.columns))}",
             row=header_row,
             column=missing[0],
         )
@@ -100,13 +97,13 @@ def to_numbers(
         bad = vals.isna() & ~empty
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(str(path), f"not a number: {s.iloc[i]!r}", row=first_row + i, column=column)
+        raise DataError(str(path), f"not a number: {shown(s.iloc[i])}", row=first_row + i, column=column)
     if not allow_missing and vals.isna().any():
         i = int(np.flatnonzero(vals.isna().to_numpy())[0])
         raise DataError(str(path), "value is missing", row=first_row + i, column=column)
     if not np.isfinite(vals.dropna().to_numpy()).all():
         i = int(np.flatnonzero(~np.isfinite(vals.fillna(0).to_numpy()))[0])
-        raise DataError(str(path), f"not a finite number: {s.iloc[i]!r}", row=first_row + i, column=column)
+        raise DataError(str(path), f"not a finite number: {shown(s.iloc[i])}", row=first_row + i, column=column)
     if non_negative and (vals < 0).any():
         i = int(np.flatnonzero((vals < 0).to_numpy())[0])
         raise DataError(
@@ -132,7 +129,7 @@ def to_timestamps(s: pd.Series, path, column: str, first_row: int, fmt: str | No
     bad = ts.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(str(path), f"not a date/time: {s.iloc[i]!r}", row=first_row + i, column=column)
+        raise DataError(str(path), f"not a date/time: {shown(s.iloc[i])}", row=first_row + i, column=column)
     if getattr(ts.dt, "tz", None) is not None:
         raise DataError(
             str(path),
@@ -172,8 +169,8 @@ _DATASET_NAME = re.compile(DATASET_NAME_PATTERN)
 def check_dataset_name(name: object, where: str = "--dataset") -> str:
     """The one rule for dataset names (CLI, API, dashboard, store); a `DataError` naming `where` otherwise."""
     if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
-        shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:60]) + "..."
-        raise DataError(where, f"dataset name {shown} is not allowed: use 1-{DATASET_NAME_MAX} letters, digits, "
+        label = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:60]) + "..."
+        raise DataError(where, f"dataset name {label} is not allowed: use 1-{DATASET_NAME_MAX} letters, digits, "
                                "'-' or '_', starting with a letter or digit")
     return name
 
@@ -201,13 +198,13 @@ def check_values(vals: pd.Series, measure: str | pd.Series, interval_s: int | np
                                    f"{limit[i]:g})", row=first_row + i, column=column)
 
 
-def check_time_bounds(ts: pd.Series, shown: pd.Series, path, column: str, first_row: int) -> None:
-    """Every time lies in [EARLIEST, LATEST); `shown` is the original cells, for the message."""
+def check_time_bounds(ts: pd.Series, cells: pd.Series, path, column: str, first_row: int) -> None:
+    """Every time lies in [EARLIEST, LATEST); `cells` are the original cells, for the message."""
     out_of_range = ((ts < EARLIEST) | (ts >= LATEST)).to_numpy()
     if out_of_range.any():
         i = int(np.flatnonzero(out_of_range)[0])
-        raise DataError(str(path), f"date/time out of range ({EARLIEST.year}-{LATEST.year - 1}): {shown.iloc[i]!r}",
-                        row=first_row + i, column=column)
+        raise DataError(str(path), f"date/time out of range ({EARLIEST.year}-{LATEST.year - 1}): "
+                        f"{shown(cells.iloc[i])}", row=first_row + i, column=column)
 
 
 def check_time_window(ts: pd.Series, path, column: str, first_row: int, stored: tuple | None = None,
@@ -291,7 +288,7 @@ def check_known(s: pd.Series, known: set, path, column: str, first_row: int, wha
     unknown = ~s.isin(known)
     if unknown.any():
         i = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise DataError(str(path), f"unknown {what} id {s.iloc[i]!r}", row=first_row + i, column=column)
+        raise DataError(str(path), f"unknown {what} id {shown(s.iloc[i])}", row=first_row + i, column=column)
 
 
 def check_tables(frames: dict[str, pd.DataFrame], known_sites: set, known_detectors: set) -> None:
@@ -316,7 +313,7 @@ def check_tables(frames: dict[str, pd.DataFrame], known_sites: set, known_detect
         check_known(det["site_id"], sites, "<detectors>", "site_id", 0, what="site")
         bad = ~det["measure"].isin(["volume", "speed"])
         if bad.any():
-            raise DataError("<detectors>", f"measure must be volume or speed, got {det['measure'][bad].iloc[0]!r}")
+            raise DataError("<detectors>", f"measure must be volume or speed, got {shown(det['measure'][bad].iloc[0])}")
     obs = frames["observations"]
     if not obs.empty:
         check_known(obs["detector_id"], detectors, "<observations>", "detector_id", 0)
@@ -396,7 +393,7 @@ def _check_no_zone(s: pd.Series, path, column: str, first_row: int) -> None:
         i = int(np.flatnonzero(zoned.to_numpy())[0])
         raise DataError(
             str(path),
-            f"{s.iloc[i]!r} carries a time zone; give local wall-clock times and the dataset's --timezone",
+            f"{shown(s.iloc[i])} carries a time zone; give local wall-clock times and the dataset's --timezone",
             row=first_row + i,
             column=column,
         )

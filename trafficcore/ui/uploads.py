@@ -68,7 +68,8 @@ FORMATS: dict[str, UploadFormat] = {
         (
             FileRole("path", "Matrix file", ("csv", "h5", "hdf5"), help="rows = time, columns = sensor ids"),
             FileRole("locations", "Locations CSV (optional)", ("csv",), required=False, help="id, lat, lon"),
-            FileRole("adjacency", "Adjacency CSV (optional)", ("csv",), required=False, help="from, to, cost"),
+            FileRole("adjacency", "Adjacency CSV (optional)", ("csv",), required=False,
+                     help="from, to, cost; or an N x N weight matrix without a header, in the locations order"),
         ),
         ("timezone", "interval", "start", "measure", "zero_is_missing"),
     ),

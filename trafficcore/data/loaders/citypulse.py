@@ -67,7 +67,6 @@ as text to find the offending cell.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import warnings
 from pathlib import Path
@@ -75,6 +74,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trafficcore.data.files import check_unpacked, open_text
 from trafficcore.data.schema import CanonicalTables, DatasetInfo, empty
 from trafficcore.data.validate import (
     check_file,
@@ -85,7 +85,7 @@ from trafficcore.data.validate import (
     to_numbers,
     to_timestamps,
 )
-from trafficcore.errors import DataError
+from trafficcore.errors import DataError, shown
 
 TIMEZONE = "Europe/Copenhagen"
 #: The zone the matrices' timestamps are written in (see the module docstring for the evidence).
@@ -162,7 +162,7 @@ def _read_metadata(path: Path) -> pd.DataFrame:
     conflict = df["REPORT_ID"].duplicated(keep="first") & ~exact
     if conflict.any():
         i = int(np.flatnonzero(conflict.to_numpy())[0])
-        raise DataError(str(path), f"segment {df['REPORT_ID'].iloc[i]!r} is listed twice with different values",
+        raise DataError(str(path), f"segment {shown(df['REPORT_ID'].iloc[i])} is listed twice with different values",
                         row=2 + i, column="REPORT_ID")
     rows = df.index.to_series() + 2
     for c, lo, hi in (("POINT_1_LAT", -90, 90), ("POINT_2_LAT", -90, 90), ("POINT_1_LNG", -180, 180),
@@ -268,9 +268,8 @@ def _adjacency(meta: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- matrices
 def _open_text(path: Path):
-    """A text handle on a CSV, gunzipping a .gz file on the fly."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    return opener(path, "rt", encoding="utf-8-sig", newline="")
+    """A text handle on a CSV, gunzipping a .gz file on the fly (bounded: see `trafficcore.data.files`)."""
+    return open_text(path)
 
 
 def _header(path: Path) -> list[str]:
@@ -281,13 +280,14 @@ def _header(path: Path) -> list[str]:
     except UnicodeDecodeError:
         read_text(path)  # raises a DataError naming the row of the bad byte
         raise
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, csv.Error) as e:
         raise DataError(str(path), f"cannot read the file: {e}") from None
 
 
 def _read_matrix(path: Path, known: set[str], whole_numbers: bool) -> pd.DataFrame:
     """A timestamp x REPORT_ID matrix of floats (NaN = no record), index in the file's own time (UTC)."""
     p = check_file(path)
+    check_unpacked(p)
     header = _header(p)
     if not header or header[0] != "timestamp":
         raise DataError(str(p), f"first column must be 'timestamp', found {header[:1]}", row=1, column="timestamp")
@@ -295,16 +295,17 @@ def _read_matrix(path: Path, known: set[str], whole_numbers: bool) -> pd.DataFra
     seen: set[str] = set()
     for c in ids:
         if c in seen:
-            raise DataError(str(p), f"segment column {c!r} appears twice", row=1, column=c)
+            raise DataError(str(p), f"segment column {shown(c)} appears twice", row=1, column=c)
         if c not in known:
-            raise DataError(str(p), f"segment {c!r} is not in {META_FILE}", row=1, column=c)
+            raise DataError(str(p), f"segment {shown(c)} is not in {META_FILE}", row=1, column=c)
         seen.add(c)
     try:
         with warnings.catch_warnings():
             # with index_col=False pandas would silently drop a row's surplus fields; make that an error
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(p, header=0, names=header, index_col=False,
-                             dtype={"timestamp": str} | {c: "float64" for c in ids})
+            with _open_text(p) as f:
+                df = pd.read_csv(f, header=0, names=header, index_col=False,
+                                 dtype={"timestamp": str} | {c: "float64" for c in ids})
     except UnicodeDecodeError:
         read_text(p)
         raise
@@ -320,7 +321,7 @@ def _read_matrix(path: Path, known: set[str], whole_numbers: bool) -> pd.DataFra
     off_grid = ts != ts.dt.floor(f"{INTERVAL_S}s")
     if off_grid.any():
         i = int(np.flatnonzero(off_grid.to_numpy())[0])
-        raise DataError(str(p), f"{df['timestamp'].iloc[i]!r} is not on the {INTERVAL_S // 60}-minute grid",
+        raise DataError(str(p), f"{shown(df['timestamp'].iloc[i])} is not on the {INTERVAL_S // 60}-minute grid",
                         row=2 + i, column="timestamp")
     values = df[ids].to_numpy(dtype=float)
     _check_cells(values, ids, p, whole_numbers)
@@ -341,7 +342,8 @@ def _find_long_row(path: Path, width: int) -> None:
 
 def _find_bad_cell(path: Path, header: list[str]) -> None:
     """Re-read as text and raise a DataError at the first cell that is not a number."""
-    df = pd.read_csv(path, header=0, names=header, index_col=False, dtype=str, keep_default_na=False)
+    with _open_text(path) as f:
+        df = pd.read_csv(f, header=0, names=header, index_col=False, dtype=str, keep_default_na=False)
     for c in header[1:]:
         to_numbers(df[c], path, c, first_row=2, allow_missing=True)
     raise DataError(str(path), "cannot parse the values as numbers")

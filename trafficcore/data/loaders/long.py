@@ -33,7 +33,7 @@ from trafficcore.data.validate import (
     read_csv,
     to_numbers,
 )
-from trafficcore.errors import DataError
+from trafficcore.errors import DataError, shown
 
 #: column -> required?, per file; the order is the documented order.
 OBSERVATION_COLUMNS = {"detector_id": True, "timestamp": True, "value": True}
@@ -106,12 +106,14 @@ def _read(path, spec: dict[str, bool]) -> pd.DataFrame:
             continue
         m = re.fullmatch(r"(.+)\.\d+", c)
         if m and m.group(1) in df.columns:
-            raise DataError(str(path), f"column {m.group(1)!r} appears twice", row=1, column=m.group(1))
-        raise DataError(str(path), f"unknown column {c!r}; the columns of this file are {allowed}", row=1, column=c)
+            raise DataError(str(path), f"column {shown(m.group(1))} appears twice", row=1, column=m.group(1))
+        raise DataError(str(path), f"unknown column {shown(c)}; the columns of this file are {allowed}", row=1,
+                        column=c)
     missing = [c for c, required in spec.items() if required and c not in df.columns]
     if missing:
         raise DataError(
-            str(path), f"missing required column {missing[0]!r}; found {list(df.columns)}", row=1, column=missing[0]
+            str(path), f"missing required column {missing[0]!r}; found {shown(list(df.columns))}", row=1,
+            column=missing[0],
         )
     return df.apply(lambda s: s.str.strip())
 
@@ -133,7 +135,7 @@ def _reject_conflicts(df: pd.DataFrame, key: str, path) -> pd.DataFrame:
         i = distinct.index[int(np.flatnonzero(dup.to_numpy())[0])]
         raise DataError(
             str(path),
-            f"{key} {df.loc[i, key]!r} is listed twice with different values",
+            f"{key} {shown(df.loc[i, key])} is listed twice with different values",
             row=FIRST_ROW + int(i),
             column=key,
         )
@@ -175,7 +177,7 @@ def _load_detectors(path, known_sites: set[str]) -> pd.DataFrame:
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
             str(path),
-            f"measure must be one of {list(MEASURES)} (or empty for volume), got {df['measure'].iloc[i]!r}",
+            f"measure must be one of {list(MEASURES)} (or empty for volume), got {shown(df['measure'].iloc[i])}",
             row=FIRST_ROW + i,
             column="measure",
         )
@@ -231,7 +233,8 @@ def _whole_numbers(df: pd.DataFrame, column: str, path) -> pd.Series:
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
-            str(path), f"must be a positive whole number, got {df[column].iloc[i]!r}", row=FIRST_ROW + i, column=column
+            str(path), f"must be a positive whole number, got {shown(df[column].iloc[i])}", row=FIRST_ROW + i,
+            column=column,
         )
     return vals.round().astype("Int64")
 
@@ -267,7 +270,7 @@ def _assign_intervals(
         else:
             raise DataError(
                 str(det_path),
-                f"cannot infer the interval of detector {did!r} (too few observations); "
+                f"cannot infer the interval of detector {shown(did)} (too few observations); "
                 "fill interval_s or give --interval",
                 row=FIRST_ROW + i,
                 column="interval_s",
@@ -282,7 +285,8 @@ def _assign_intervals(
             row = steps.iloc[k]
             raise DataError(
                 str(obs_path),
-                f"observation of detector {row['detector_id']!r} is {row['step'] / 1e9:g} s after the one before it, "
+                f"observation of detector {shown(row['detector_id'])} is {row['step'] / 1e9:g} s after the one "
+                "before it, "
                 f"not a multiple of its {int(per.iloc[k])} s interval",
                 row=int(row["row"]),
                 column="timestamp",

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trafficcore.data.loaders import hdf5
 from trafficcore.data.schema import MEASURES, CanonicalTables, DatasetInfo
 from trafficcore.data.validate import (
     check_file,
@@ -35,7 +36,7 @@ from trafficcore.data.validate import (
     read_text,
     to_numbers,
 )
-from trafficcore.errors import DataError
+from trafficcore.errors import DataError, shown
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -143,7 +144,8 @@ def load(
         observations=observations,
     )
     if adjacency is not None:
-        tables.adjacency = _read_adjacency(adjacency, set(grid.ids))
+        order = list(loc["site_id"]) if locations is not None else list(grid.ids)
+        tables.adjacency = _read_adjacency(adjacency, set(grid.ids), order)
     return tables
 
 
@@ -171,16 +173,20 @@ def _read_csv(p: Path) -> _Grid:
     text = read_text(p)
     if not text.strip():
         raise DataError(str(p), "file is empty")
-    header = [h.strip() for h in next(csv.reader(io.StringIO(text)))]
+    try:
+        header = [h.strip() for h in next(csv.reader(io.StringIO(text)))]
+    except csv.Error as e:  # e.g. a header cell over the csv module's field size limit
+        raise DataError(str(p), f"cannot parse CSV: {e}", row=1) from None
     if len(header) < 2 and header[0].lower() in TIME_NAMES | INDEX_NAMES:
         raise DataError(str(p), "no node columns: expected one column per node", row=1)
     seen: set[str] = set()
     for j, h in enumerate(header):
         if h in seen:
-            raise DataError(str(p), f"node column {h!r} appears twice", row=1, column=h)
+            raise DataError(str(p), f"node column {shown(h)} appears twice", row=1, column=h)
         if not h and j > 0:
             raise DataError(str(p), f"column {j + 1} has no name (a node id is expected)", row=1)
         seen.add(h)
+    _check_widths(text, len(header), p)
     positional = [str(j) for j in range(len(header))]
     try:
         df = pd.read_csv(
@@ -216,6 +222,28 @@ def _read_csv(p: Path) -> _Grid:
     return _Grid(values=values, ids=ids, times=times, first_row=2, time_column=time_column)
 
 
+def _check_widths(text: str, width: int, p: Path) -> None:
+    """Every record has as many fields as the header, else a DataError naming the first that does not.
+
+    pandas pads a short row with empty cells (silently "no observation") and reads a long first
+    record's extra field as an index, which then surfaced as a bogus "not a date/time". Without
+    quotes, fields are counted per line (fast); with them, by the csv module.
+    """
+    if '"' not in text:
+        for row, line in enumerate(io.StringIO(text), start=1):
+            n = line.count(",") + 1
+            if n != width and line.strip():
+                raise DataError(str(p), f"{n} fields, but the header has {width}", row=row)
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for fields in reader:
+            if fields and len(fields) != width:
+                raise DataError(str(p), f"{len(fields)} fields, but the header has {width}", row=reader.line_num)
+    except csv.Error as e:
+        raise DataError(str(p), f"cannot parse CSV: {e}", row=reader.line_num) from None
+
+
 def _first_column_kind(name: str, values: pd.Series) -> str:
     """'time', 'rownumber' (a written-out RangeIndex) or 'node' for the first CSV column."""
     lname = name.lower()
@@ -231,21 +259,11 @@ def _first_column_kind(name: str, values: pd.Series) -> str:
 
 
 def _read_hdf(p: Path, timezone: str) -> _Grid:
-    """A pandas HDFStore (key 'df', else its only key) or a plain 2-D h5py dataset without times."""
-    try:
-        with pd.HDFStore(p, mode="r") as st:
-            keys = st.keys()
-            if keys:
-                key = "/df" if "/df" in keys else (keys[0] if len(keys) == 1 else None)
-                if key is None:
-                    raise DataError(str(p), f"HDF5 store holds several tables {keys}; expected one named 'df'")
-                obj = st[key]
-                return _grid_from_frame(obj.to_frame() if isinstance(obj, pd.Series) else obj, p, timezone)
-    except DataError:
-        raise
-    except Exception as e:  # a pandas store that pandas cannot read: say so rather than guess
-        raise DataError(str(p), f"cannot read HDF5 file: {e}") from None
-    return _grid_from_h5py(p)
+    """A pandas fixed-format frame (key 'df', else its only key) or a plain 2-D dataset without times.
+
+    Read by `hdf5.read_frame` with h5py, never by pandas/PyTables: those unpickle object columns.
+    """
+    return _grid_from_frame(hdf5.read_frame(p), p, timezone)
 
 
 def _grid_from_frame(df: pd.DataFrame, p: Path, timezone: str) -> _Grid:
@@ -254,7 +272,7 @@ def _grid_from_frame(df: pd.DataFrame, p: Path, timezone: str) -> _Grid:
     ids = [str(c).strip() for c in df.columns]
     dup = pd.Index(ids).duplicated()
     if dup.any():
-        raise DataError(str(p), f"node column {ids[int(np.flatnonzero(dup)[0])]!r} appears twice")
+        raise DataError(str(p), f"node column {shown(ids[int(np.flatnonzero(dup)[0])])} appears twice")
     values = np.empty(df.shape, dtype=float)
     for k, c in enumerate(df.columns):
         values[:, k] = to_numbers(df[c], p, ids[k], 1, allow_missing=True).to_numpy(dtype=float)
@@ -269,34 +287,6 @@ def _grid_from_frame(df: pd.DataFrame, p: Path, timezone: str) -> _Grid:
     elif not pd.api.types.is_integer_dtype(idx):
         raise DataError(str(p), f"index is neither times nor row numbers (dtype {idx.dtype})")
     return _Grid(values=values, ids=ids, times=times, first_row=1, time_column="index" if times is not None else None)
-
-
-def _grid_from_h5py(p: Path) -> _Grid:
-    import h5py
-
-    found: dict[str, h5py.Dataset] = {}
-    with h5py.File(p, "r") as f:
-        f.visititems(lambda name, obj: found.__setitem__(name, obj) if isinstance(obj, h5py.Dataset) else None)
-        matrices = {n: d for n, d in found.items() if d.ndim == 2 and d.dtype.kind in "fiu"}
-        if not matrices:
-            raise DataError(str(p), f"no 2-D numeric dataset in the HDF5 file (found {sorted(found)})")
-        if len(matrices) > 1:
-            named = [n for n in matrices if n.split("/")[-1] in ("df", "data", "values")]
-            if len(named) != 1:
-                raise DataError(str(p), f"several 2-D datasets {sorted(matrices)}; expected one (or one named 'data')")
-            matrices = {named[0]: matrices[named[0]]}
-        name, dset = next(iter(matrices.items()))
-        values = dset[()].astype(float)
-        n = values.shape[1]
-        ids = [str(j) for j in range(n)]
-        for cand in ("ids", "node_ids", "sensor_ids", "columns", "nodes"):
-            d = found.get(cand)
-            if d is not None and d.ndim == 1 and d.shape[0] == n:
-                ids = [x.decode() if isinstance(x, bytes) else str(x) for x in d[()]]
-                break
-    if values.shape[0] == 0 or n == 0:
-        raise DataError(str(p), f"dataset {name!r} is empty ({values.shape[0]} rows x {n} columns)")
-    return _Grid(values=values, ids=[i.strip() for i in ids], times=None, first_row=1, time_column=None)
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -389,7 +379,7 @@ def _read_locations(path, known: set[str]) -> pd.DataFrame:
             raise DataError(
                 str(p),
                 f"missing a {want!r} column (accepted names for it: "
-                f"{dict(id=ID_NAMES, lat=LAT_NAMES, lon=LON_NAMES)[want]}); found {list(df.columns)}",
+                f"{dict(id=ID_NAMES, lat=LAT_NAMES, lon=LON_NAMES)[want]}); found {shown(list(df.columns))}",
                 row=1,
                 column=want,
             )
@@ -412,18 +402,27 @@ def _read_locations(path, known: set[str]) -> pd.DataFrame:
     return out.drop_duplicates("site_id")
 
 
-def _read_adjacency(path, known: set[str]) -> pd.DataFrame:
-    """src, dst, weight (cost; 1.0 when the file has no weight column), kind='graph'."""
+def _read_adjacency(path, known: set[str], order: list[str]) -> pd.DataFrame:
+    """src, dst, weight (cost; 1.0 when the file has no weight column), kind='graph'.
+
+    Besides an edge list with a header, a headerless N x N weight matrix (as T-GCN-style datasets
+    publish it) is accepted when N is the number of nodes in `order` (the locations file's order,
+    else the matrix's columns): row i, column j non-zero is an edge order[i] -> order[j].
+    """
     p = check_file(path)
     df, first = _read_table(p)
     src_col = pick_column(df.columns, FROM_NAMES)
     dst_col = pick_column(df.columns, TO_NAMES)
     w_col = pick_column(df.columns, WEIGHT_NAMES)
+    if (src_col is None or dst_col is None) and _looks_dense(df, len(order)):
+        return _dense_adjacency(p, order)
     for col, want, names in ((src_col, "from", FROM_NAMES), (dst_col, "to", TO_NAMES)):
         if col is None:
             raise DataError(
                 str(p),
-                f"missing a {want!r} column (accepted names: {names}); found {list(df.columns)}",
+                f"missing a {want!r} column (accepted names: {names}); found {shown(list(df.columns))} "
+                f"(a weight matrix without a header must be {len(order)} x {len(order)}, one row and column "
+                "per node)",
                 row=1,
                 column=want,
             )
@@ -449,6 +448,27 @@ def _read_adjacency(path, known: set[str]) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _looks_dense(df: pd.DataFrame, n: int) -> bool:
+    """The header row is numbers and the file is n rows (header included) by n columns."""
+    header_numeric = pd.to_numeric(pd.Series(list(df.columns)), errors="coerce").notna().all()
+    return bool(header_numeric) and df.shape == (n - 1, n)
+
+
+def _dense_adjacency(p: Path, order: list[str]) -> pd.DataFrame:
+    """Edges of a headerless N x N weight matrix (0 = no edge); every cell must be a number >= 0."""
+    df = read_csv(p, header=None)
+    values = np.empty(df.shape, dtype=float)
+    for j in range(df.shape[1]):
+        values[:, j] = to_numbers(df.iloc[:, j], p, order[j], 1).to_numpy(dtype=float)
+    bad = values < 0
+    if bad.any():
+        r, c = (int(x[0]) for x in np.nonzero(bad))
+        raise DataError(str(p), f"weight {shown(values[r, c])} is negative", row=r + 1, column=order[c])
+    src, dst = np.nonzero(values)
+    ids = np.asarray(order, dtype=object)
+    return pd.DataFrame({"src": ids[src], "dst": ids[dst], "weight": values[src, dst], "kind": "graph"})
+
+
 def _reject_conflicts(df: pd.DataFrame, key: str, p: Path, first: int, column: str) -> None:
     """Exact repeats are harmless; two different records for one id are an error (naming the second)."""
     distinct = df.drop_duplicates()
@@ -456,5 +476,6 @@ def _reject_conflicts(df: pd.DataFrame, key: str, p: Path, first: int, column: s
     if dup.any():
         i = distinct.index[int(np.flatnonzero(dup.to_numpy())[0])]
         raise DataError(
-            str(p), f"{key} {df.loc[i, key]!r} is listed twice with different values", row=first + int(i), column=column
+            str(p), f"{key} {shown(df.loc[i, key])} is listed twice with different values", row=first + int(i),
+            column=column,
         )

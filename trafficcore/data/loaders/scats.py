@@ -65,7 +65,7 @@ from trafficcore.data.validate import (
     read_csv,
     to_numbers,
 )
-from trafficcore.errors import DataError
+from trafficcore.errors import DataError, shown
 
 TIMEZONE = "Australia/Melbourne"
 INTERVAL_S = 900
@@ -174,22 +174,53 @@ def _find_header(grid: list[list], needed: list[str], p: Path, look: int = 50) -
 
 def _sheet_rows_xlsx(p: Path) -> list[list]:
     """All rows of sheet `Data` (or the only sheet) of an .xlsx, streamed in read-only mode."""
-    import warnings
+    with _open_xlsx(p) as wb:
+        ws = wb[_pick_sheet(wb.sheetnames, p)]
+        return [list(r) for r in ws.iter_rows(values_only=True)]
+
+
+#: What openpyxl and xlrd raise on a file that is not the workbook it claims to be (a zip of
+#: something else, random bytes behind a workbook signature, a cut-off file).
+def _workbook_faults() -> tuple[type[BaseException], ...]:
+    import struct
     import zipfile
+
+    import xlrd
+    from openpyxl.utils.exceptions import InvalidFileException
+    from xlrd.compdoc import CompDocError
+
+    return (zipfile.BadZipFile, InvalidFileException, xlrd.XLRDError, CompDocError, struct.error, AssertionError,
+            KeyError, IndexError, ValueError, TypeError, OSError, EOFError, UnicodeDecodeError)
+
+
+@contextmanager
+def _open_xlsx(p: Path):
+    """An .xlsx (read-only) whose faults, on opening or while reading, end as one DataError naming the file.
+
+    It is opened from a handle so that openpyxl judges the content, not the name (a listing saved
+    as `.zip` is then refused for what is inside it).
+    """
+    import warnings
 
     import openpyxl
 
     try:
-        with warnings.catch_warnings():
+        with open(p, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Cannot parse header or footer": page furniture only
-            wb = openpyxl.load_workbook(p, read_only=True, data_only=True)
+            wb = openpyxl.load_workbook(f, read_only=True, data_only=True)
             try:
-                ws = wb[_pick_sheet(wb.sheetnames, p)]
-                return [list(r) for r in ws.iter_rows(values_only=True)]
+                yield wb
             finally:
                 wb.close()
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
-        raise DataError(str(p), f"cannot read the workbook: {e}") from None
+    except DataError:
+        raise
+    except _workbook_faults() as e:
+        raise DataError(str(p), f"cannot read the workbook: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _sheet_rows_xls(p: Path) -> list[list]:
@@ -248,12 +279,16 @@ def _open_xls(p: Path):
         xlrd.book.evaluate_name_formula = tolerant
         try:
             book = xlrd.open_workbook(str(p), logfile=devnull, on_demand=True)
-        except xlrd.XLRDError as e:
-            raise DataError(str(p), f"cannot read the workbook: {e}") from None
+        except _workbook_faults() as e:
+            raise DataError(str(p), f"cannot read the workbook: {_first_line(e)}") from None
         finally:
             xlrd.book.evaluate_name_formula = original
     try:
         yield book
+    except DataError:
+        raise
+    except _workbook_faults() as e:  # sheets load on demand, so a corrupt one is met while reading
+        raise DataError(str(p), f"cannot read the workbook: {_first_line(e)}") from None
     finally:
         book.release_resources()
 
@@ -274,13 +309,8 @@ def _read_listing(path: str | Path) -> dict[str, str]:
                 sheets = [book.sheet_by_index(i) for i in range(book.nsheets)]
                 grids = [[sh.row_values(i) for i in range(sh.nrows)] for sh in sheets]
         else:
-            import openpyxl
-
-            wb = openpyxl.load_workbook(p, read_only=True, data_only=True)
-            try:
+            with _open_xlsx(p) as wb:
                 grids = [[list(r) for r in ws.iter_rows(values_only=True)] for ws in wb.worksheets]
-            finally:
-                wb.close()
         # The listing is on the second sheet of VicRoads' file; search every sheet for its header.
         for grid in grids:
             try:
@@ -303,9 +333,9 @@ def _read_listing(path: str | Path) -> dict[str, str]:
             continue
         m = _INTEGER.match(text)
         if not m:
-            raise DataError(str(p), f"not a site number: {number!r}", row=row, column="Site Number")
+            raise DataError(str(p), f"not a site number: {shown(number)}", row=row, column="Site Number")
         if m[1]:
-            raise DataError(str(p), f"negative site number: {number!r}", row=row, column="Site Number")
+            raise DataError(str(p), f"negative site number: {shown(number)}", row=row, column="Site Number")
         names.setdefault(str(int(m[2])), _cell_text(desc))
     return names
 
@@ -338,7 +368,8 @@ def _parse_records(raw: pd.DataFrame, rows: np.ndarray, p: Path) -> pd.DataFrame
         if res is None:
             raise DataError(
                 str(p),
-                f"cannot read the approach from Location {loc!r} (expected 'ROAD <N|S|E|W|NE|NW|SE|SW> of CROSS ROAD')",
+                f"cannot read the approach from Location {shown(loc)} "
+                "(expected 'ROAD <N|S|E|W|NE|NW|SE|SW> of CROSS ROAD')",
                 row=int(rows[i]),
                 column="Location",
             )
@@ -377,9 +408,9 @@ def _integers(s: pd.Series, p: Path, column: str, signed: bool = False, blank: s
         if not text.iloc[i]:
             what = "value is missing"
         elif m[0].iloc[i] == "-":
-            what = f"must not be negative: {s.iloc[i]!r}"
+            what = f"must not be negative: {shown(s.iloc[i])}"
         else:
-            what = f"not a whole number: {s.iloc[i]!r}"
+            what = f"not a whole number: {shown(s.iloc[i])}"
         raise DataError(str(p), what, row=i, column=column)
     return (m[0] + m[1].map(lambda x: str(int(x)))).to_numpy()
 
@@ -409,7 +440,8 @@ def _dates(s: pd.Series, p: Path) -> np.ndarray:
     bad = full.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(str(p), f"not a date (expected YYYY-MM-DD or D/M/YYYY): {s.iloc[i]!r}", row=i, column="Date")
+        raise DataError(str(p), f"not a date (expected YYYY-MM-DD or D/M/YYYY): {shown(s.iloc[i])}", row=i,
+                        column="Date")
     return full.to_numpy(dtype="datetime64[ns]")
 
 
