@@ -82,11 +82,11 @@ def issue(store: Store, dataset: str, model_dir: str | os.PathLike, panel: Panel
 
 
 def prepare(store: Store, dataset: str, model_dir: str | os.PathLike) -> dict | None:
-    """`issue` when the shipped model is what the dashboard opens with on this dataset, else None."""
-    from trafficcore.ui import models as uim
+    """`issue` when the shipped model serves this dataset (`trafficcore.live.serving`), else None."""
+    from trafficcore.live.serving import candidates
 
-    best = uim.choices(store, dataset, store.dataset_info(dataset), Path(model_dir))[0]
-    return issue(store, dataset, best.path) if best.key == "shipped" else None
+    best = candidates(store, dataset, model_dir)[0]
+    return issue(store, dataset, best.path) if best.source == "shipped" else None
 
 
 def stored_times(store: Store, dataset: str, stamp: str, model_dir: str | os.PathLike) -> list[pd.Timestamp]:
