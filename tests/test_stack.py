@@ -76,6 +76,7 @@ def test_band_covers_80_percent_of_validation_readings(stack, city):
     ok = np.isfinite(y)
     inside = (y[ok] >= q[..., 0][ok]) & (y[ok] <= q[..., 2][ok])
     assert 0.75 <= inside.mean() <= 0.85
+    assert all(0.75 <= v["coverage_p10_p90"] <= 0.85 for v in stack.metrics["val"].values())  # per horizon
     assert (q[..., 0] <= q[..., 1]).all() and (q[..., 1] <= q[..., 2]).all()
 
 
@@ -155,3 +156,18 @@ def test_conformal_offset_widens_a_narrow_band_to_the_coverage():
     q = conformal_offset(np.full(y.size, -0.1), np.full(y.size, 0.1), y, 0.8)
     assert 0.75 < np.mean(np.abs(y) <= 0.1 + q) < 0.85
     assert q > 1.0
+
+
+def test_a_stack_with_a_tiny_language_model_fits_saves_and_loads(city, tmp_path):
+    """Smoke test with the real `lm` member at its smallest settings (one encoder layer, two steps)."""
+    pytest.importorskip("torch")
+    panel, split = city
+    lm = {"num_layers": 1, "mode": "frozen", "use_text": False, "max_val_samples": 64, "skip_pretrain_epochs": 0,
+          "train": {"max_steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu"}}
+    val = split.val[::8]  # a few issue times keep the language model's forecasts quick
+    model = StackForecaster(members={"gbt": FAST_GBT, "lm": lm}).fit(panel, split.train, val)
+    assert np.allclose(model.weights.sum(axis=1), 1.0) and "language model" in model.display_name.lower()
+    model.save(tmp_path / "s")
+    a, _ = _quantiles(model, panel, split.test[:4])
+    b, _ = _quantiles(load_model(tmp_path / "s"), panel, split.test[:4])
+    np.testing.assert_allclose(a, b, atol=1e-4)

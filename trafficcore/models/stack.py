@@ -223,14 +223,18 @@ class StackForecaster:
         return out
 
     def _scores(self, q: np.ndarray, y: np.ndarray) -> dict:
-        """Validation MAE of each member and of the blend, and the band's coverage: why these weights."""
+        """Validation scores in the shape every model records (`{"val": {h: {"mae", "coverage_p10_p90", "n"}}}`,
+        read by `trafficcore.live.serving` to rank saved models), plus each member's MAE: why these weights."""
         out = self._band(self._blend(q))
-        ok = np.isfinite(y)
-        inside = (y[ok] >= out[..., 0][ok]) & (y[ok] <= out[..., 2][ok])
-        return {"val_mae": {**{n: _mae(y, q[j, ..., 1]) for j, n in enumerate(self.member_names)},
-                            "stack": _mae(y, out[..., 1])},
-                "val_coverage": float(inside.mean()) if inside.size else float("nan"),
-                "val_samples": int(len(y))}
+        per_h = {}
+        for h, minutes in enumerate(self.spec.horizons_min):
+            t, ok = y[:, h], np.isfinite(y[:, h])
+            inside = (t[ok] >= out[ok, h, 0]) & (t[ok] <= out[ok, h, 2])
+            per_h[str(minutes)] = {"mae": _mae(t, out[:, h, 1]),
+                                   "coverage_p10_p90": float(inside.mean()) if ok.any() else float("nan"),
+                                   "n": int(ok.sum())}
+        return {"val": per_h, "val_mae_members": {n: _mae(y, q[j, ..., 1]) for j, n in enumerate(self.member_names)},
+                "val_mae_stack": _mae(y, out[..., 1])}
 
     def predict_samples(self, panel: Panel, samples: Samples) -> np.ndarray:
         if self.weights is None or self.offsets is None:
