@@ -21,7 +21,7 @@ import streamlit as st
 from trafficcore import config
 from trafficcore.data.panel import Panel, load_panel
 from trafficcore.data.store import Store
-from trafficcore.live import fallback
+from trafficcore.live import fallback, serving
 from trafficcore.ui import SYNTHETIC_LABEL, data_stamp, first_view
 from trafficcore.ui import forecasts as uif
 from trafficcore.ui import models as uim
@@ -162,7 +162,7 @@ def start_loading(path: str, dataset: str, stamp: str, choice: uim.ModelChoice) 
         if key not in _LOADERS:
             if choice.kind == "saved":
                 def make():
-                    return uim.load_saved(choice.path), None
+                    return serving.load_saved(choice.path), None
             else:
                 def make():
                     return fallback.fit_baseline(choice.name, get_panel(path, dataset, stamp))

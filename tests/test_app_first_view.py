@@ -20,7 +20,7 @@ from test_app_support import city_tables, gate_model_load, make_city_db
 from trafficcore import config
 from trafficcore.data.panel import load_panel
 from trafficcore.data.store import Store
-from trafficcore.live import fallback
+from trafficcore.live import fallback, serving
 from trafficcore.live.fallback import fit_baseline
 from trafficcore.ui import clock, data_stamp, first_view
 from trafficcore.ui import models as uim
@@ -61,7 +61,7 @@ def test_issued_forecasts_are_what_the_model_says_and_only_for_that_model_and_da
     stamp = data_stamp(store, "city")
     assert first_view.stored_times(store, "city", stamp, shipped) == [at]
     stored = first_view.stored_forecast(store, "city", stamp, shipped, at)
-    model = uim.load_saved(str(shipped))
+    model = serving.load_saved(shipped)
     live = uim.forecast(model, panel, at).sort_values(["detector_id", "horizon_min"]).reset_index(drop=True)
     assert len(stored) == len(live) == res["rows"] == panel.values.shape[1] * len(model.spec.horizons_min)
     pd.testing.assert_frame_equal(stored, live, check_dtype=False)

@@ -66,13 +66,6 @@ def choices(store: Store, dataset: str, info: dict, model_dir: Path) -> list[Mod
     return out + fits
 
 
-def load_saved(path: str) -> object:
-    """A saved model folder (config.json + safetensors), via the registry."""
-    from trafficcore.models import registry
-
-    return registry.load_model(path)
-
-
 def describe(choice: ModelChoice, model: object, note: dict | None) -> str:
     """One line for the sidebar: what is answering, and what it learnt from."""
     horizons = ", ".join(str(h) for h in getattr(getattr(model, "spec", None), "horizons_min", ()))
