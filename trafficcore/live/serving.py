@@ -108,6 +108,19 @@ def baseline_candidate(name: str = BASELINE) -> Candidate:
     return Candidate(f"fit:{name}", "fit", "baseline", name, f"{display_name(name)} (fitted now)")
 
 
+#: (store, dataset, shipped folder) -> (the registry lookup it was built from, shipped config stamp, candidates):
+#: reading every version's config.json costs ~0.1 ms each, so it is redone only when the lookup or the
+#: shipped model changes.
+_CANDIDATES: dict[tuple, tuple[object, object, list[Candidate]]] = {}
+
+
+def _stamp(path: Path):
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def candidates(store: Store, dataset: str, shipped_dir: str | Path | None = None) -> list[Candidate]:
     """Saved models that may serve the dataset, in serving order (see module docstring), then the baseline.
 
@@ -115,6 +128,17 @@ def candidates(store: Store, dataset: str, shipped_dir: str | Path | None = None
     """
     info, versions, _ = registry.lookup(store, dataset)
     shipped = Path(shipped_dir if shipped_dir is not None else config.DEMO_MODEL_DIR)
+    key = (str(Path(store.path).resolve()), dataset, str(shipped))
+    stamp = _stamp(shipped / "config.json")
+    hit = _CANDIDATES.get(key)
+    if hit is not None and hit[0] is versions and hit[1] == stamp:
+        return list(hit[2])
+    found = _candidates(info, versions, shipped)
+    _CANDIDATES[key] = (versions, stamp, found)
+    return list(found)
+
+
+def _candidates(info: dict, versions: pd.DataFrame, shipped: Path) -> list[Candidate]:
     promoted: list[Candidate] = []
     others: list[Candidate] = []
     if shipped_applies(info, shipped):
@@ -217,4 +241,5 @@ def clear_cache() -> None:
     """Forget loaded models and registry lookups (tests; a server never needs it: keys carry file mtimes)."""
     with _LOCK:
         _CACHE.clear()
+    _CANDIDATES.clear()
     registry.forget_lookups()
