@@ -21,6 +21,7 @@ import streamlit as st
 from trafficcore import config
 from trafficcore.data.panel import Panel, load_panel
 from trafficcore.data.store import Store
+from trafficcore.live import fallback, serving
 from trafficcore.ui import SYNTHETIC_LABEL, data_stamp, first_view
 from trafficcore.ui import forecasts as uif
 from trafficcore.ui import models as uim
@@ -95,7 +96,7 @@ def get_model(path: str, dataset: str, stamp: str, choice: uim.ModelChoice) -> t
         if loader.error is not None:
             raise loader.error
         return loader.model, loader.note
-    return uim.fit_baseline(choice.name, get_panel(path, dataset, stamp))
+    return fallback.fit_baseline(choice.name, get_panel(path, dataset, stamp))
 
 
 #: Choices that take seconds to minutes to prepare: saved models (torch, the encoder) and gradient
@@ -162,10 +163,10 @@ def start_loading(path: str, dataset: str, stamp: str, choice: uim.ModelChoice) 
         if key not in _LOADERS:
             if choice.kind == "saved":
                 def make():
-                    return uim.load_saved(choice.path), None
+                    return serving.load_saved(choice.path), None
             else:
                 def make():
-                    return uim.fit_baseline(choice.name, get_panel(path, dataset, stamp))
+                    return fallback.fit_baseline(choice.name, get_panel(path, dataset, stamp))
             _LOADERS[key] = ModelLoader(key, make)
         return _LOADERS[key]
 

@@ -118,16 +118,16 @@ def test_tokens_come_from_the_environment_or_a_file(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- forecast
 def test_forecast_for_a_site_matches_the_model(client, store):
     from trafficcore.live.ingest import live_panel
-    from trafficcore.live.registry import load_current
+    from trafficcore.live.serving import serving_model
     from trafficcore.models.base import predict
 
     r = client.get("/forecast", params={"dataset": "city", "site": "S01"}, headers=AUTH)
     assert r.status_code == 200, r.text
     body = r.json()
     served = client.app.state.cache.model("city")
-    model = served.model  # what load_current gave this process (it refits when a new day of data arrives)
+    model = served.model  # what serving_model gave this process (it refits when a new day of data arrives)
     assert body["model"] == "historical_average" and body["model_info"]["source"] == "baseline"
-    assert type(load_current(store, "city")[0]) is type(model)
+    assert type(serving_model(store, "city").model) is type(model)
     assert body["issued_at"] == (_newest(store) + pd.Timedelta("15min")).isoformat()  # after the newest interval
     dets = store.detectors("city").query("site_id == 'S01'")["detector_id"].tolist()
     assert body["detectors"] == dets and body["horizons_min"] == list(model.spec.horizons_min)

@@ -194,10 +194,10 @@ def test_shipped_model_loads_in_the_background_and_takes_over(app, city_db, tmp_
 
     from trafficcore import config
     from trafficcore.data.panel import load_panel
-    from trafficcore.ui import models as uim
+    from trafficcore.live.fallback import fit_baseline
 
     folder = tmp_path / "shipped"
-    model, _ = uim.fit_baseline("seasonal_naive", load_panel(Store(city_db), "city"))
+    model, _ = fit_baseline("seasonal_naive", load_panel(Store(city_db), "city"))
     model.save(folder)
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "dataset_source": "test-city"}))

@@ -20,6 +20,8 @@ from test_app_support import city_tables, gate_model_load, make_city_db
 from trafficcore import config
 from trafficcore.data.panel import load_panel
 from trafficcore.data.store import Store
+from trafficcore.live import fallback, serving
+from trafficcore.live.fallback import fit_baseline
 from trafficcore.ui import clock, data_stamp, first_view
 from trafficcore.ui import models as uim
 
@@ -35,7 +37,7 @@ def city_db(tmp_path_factory):
 def shipped(tmp_path, city_db):
     """A saved model folder that the dashboard treats as the shipped model of the test city."""
     folder = tmp_path / "shipped"
-    model, _ = uim.fit_baseline("seasonal_naive", load_panel(Store(city_db, read_only=True), "city"))
+    model, _ = fit_baseline("seasonal_naive", load_panel(Store(city_db, read_only=True), "city"))
     model.save(folder)
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "dataset_source": "test-city"}))
@@ -59,7 +61,7 @@ def test_issued_forecasts_are_what_the_model_says_and_only_for_that_model_and_da
     stamp = data_stamp(store, "city")
     assert first_view.stored_times(store, "city", stamp, shipped) == [at]
     stored = first_view.stored_forecast(store, "city", stamp, shipped, at)
-    model = uim.load_saved(str(shipped))
+    model = serving.load_saved(shipped)
     live = uim.forecast(model, panel, at).sort_values(["detector_id", "horizon_min"]).reset_index(drop=True)
     assert len(stored) == len(live) == res["rows"] == panel.values.shape[1] * len(model.spec.horizons_min)
     pd.testing.assert_frame_equal(stored, live, check_dtype=False)
@@ -108,7 +110,7 @@ def test_first_page_shows_the_stored_forecasts_and_loads_the_model_after(db, shi
     def no_fit(*args, **kwargs):
         raise AssertionError("the first page must not fit a model")
 
-    monkeypatch.setattr(uim, "fit_baseline", no_fit)
+    monkeypatch.setattr(fallback, "fit_baseline", no_fit)
     app = AppTest.from_file(str(APP), default_timeout=90)
     at = app.run()
     assert not at.exception and not at.error

@@ -95,14 +95,14 @@ def make_city_db(path, name: str = "city") -> str:
 
 def gate_model_load(monkeypatch) -> threading.Event:
     """Hold the dashboard's saved-model load until the returned event is set (at most 30 s)."""
-    from trafficcore.ui import models as uim
+    from trafficcore.live import serving
 
     gate = threading.Event()
-    original = uim.load_saved
+    original = serving.load_saved
 
     def slow_load(path):
         gate.wait(30)
         return original(path)
 
-    monkeypatch.setattr(uim, "load_saved", slow_load)
+    monkeypatch.setattr(serving, "load_saved", slow_load)
     return gate

@@ -12,6 +12,7 @@ from test_app_support import GAP, STUCK, ZERO, city_tables
 from trafficcore.data.panel import load_panel
 from trafficcore.data.store import Store
 from trafficcore.errors import DataError
+from trafficcore.live import fallback
 from trafficcore.ui import clock, datasets, forecasts, models, quality, report, series, signals, uploads
 
 
@@ -24,7 +25,7 @@ def panel(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitted(panel):
-    return models.fit_baseline("historical_average", panel)
+    return fallback.fit_baseline("historical_average", panel)
 
 
 def test_ui_never_imports_streamlit():
@@ -113,36 +114,50 @@ def test_ui_forecast_equals_the_protocol_predict(panel, fitted):
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_model_choices_prefer_saved_models_and_offer_baselines(tmp_path):
+def _demo_store(tmp_path) -> Store:
+    """A store with a synthetic dataset "demo" (source "test") and a real-looking one "scats"."""
+    import dataclasses
+
+    from helpers import tiny_tables
+
     store = Store(tmp_path / "s.duckdb")
-    info = {"source": "trafficcore demo city (synthetic) seed=0", "synthetic": True}
+    store.ingest("demo", tiny_tables(days=3))
+    t = tiny_tables(days=3)
+    store.ingest("scats", dataclasses.replace(t, info=dataclasses.replace(t.info, source="scats", synthetic=False)))
+    return store
+
+
+def test_model_choices_prefer_saved_models_and_offer_baselines(tmp_path):
+    store = _demo_store(tmp_path)
     shipped = tmp_path / "demo_model"
-    assert [c.key for c in models.choices(store, "demo", info, shipped)][0] == "fit:historical_average"
+    assert [c.key for c in models.choices(store, "demo", {}, shipped)][0] == "fit:historical_average"
     shipped.mkdir()
-    (shipped / "config.json").write_text(json.dumps({"model_class": "lm"}))
-    keys = [c.key for c in models.choices(store, "demo", info, shipped)]
+    (shipped / "config.json").write_text(json.dumps({"model_class": "lm", "dataset_source": "test"}))
+    found = models.choices(store, "demo", {}, shipped)
+    keys = [c.key for c in found]
     assert keys[0] == "shipped" and "fit:gbt" in keys
-    real = {"source": "scats", "synthetic": False}
-    assert "shipped" not in [c.key for c in models.choices(store, "scats", real, shipped)]
+    assert found[0].label == "Shipped demo model (language model)"
+    assert "shipped" not in [c.key for c in models.choices(store, "scats", {}, shipped)]
 
 
 def test_model_choices_put_the_promoted_version_first_and_leave_out_rejected_candidates(tmp_path):
     from trafficcore.live import registry
 
-    store = Store(tmp_path / "s.duckdb")
-    info = {"source": "trafficcore demo city (synthetic) seed=0", "synthetic": True}
+    store = _demo_store(tmp_path)
     folders = {}
     for name in ("shipped", "a", "b", "c"):
         folders[name] = tmp_path / name
         folders[name].mkdir()
-        (folders[name] / "config.json").write_text(json.dumps({"model_class": "lm"}))
+        (folders[name] / "config.json").write_text(json.dumps({"model_class": "lm", "dataset_source": "test"}))
     a = registry.register(store, "demo", "lm", folders["a"], {}, {})
     b = registry.register(store, "demo", "lm", folders["b"], {}, {}, status="rejected")
-    keys = [c.key for c in models.choices(store, "demo", info, folders["shipped"])]
+    keys = [c.key for c in models.choices(store, "demo", {}, folders["shipped"])]
     assert keys[:2] == ["shipped", f"run:{a}"] and f"run:{b}" not in keys  # nothing promoted: shipped first
     c = registry.register(store, "demo", "lm", folders["c"], {}, {}, promote=True)
-    keys = [c_.key for c_ in models.choices(store, "demo", info, folders["shipped"])]
+    found = models.choices(store, "demo", {}, folders["shipped"])
+    keys = [c_.key for c_ in found]
     assert keys[:3] == [f"run:{c}", "shipped", f"run:{a}"] and f"run:{b}" not in keys
+    assert found[0].label.startswith("Language model trained ") and f"(promoted, {c})" in found[0].label
 
 
 def test_fit_note_says_which_days_were_learnt(fitted):

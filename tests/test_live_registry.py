@@ -1,5 +1,5 @@
 """The model registry (trafficcore.live.registry): one promoted version per dataset, rollback and its undo,
-listings, the `trafficcore models` commands, and which model `load_current` answers with (and why).
+listings, the `trafficcore models` commands, and which model serves a dataset (trafficcore.live.serving) and why.
 
 Saved models here are seasonal-naive baselines (a folder in milliseconds); the language model's update path is
 in test_live_update.py.
@@ -23,13 +23,14 @@ from trafficcore.cli import app
 from trafficcore.data.panel import load_panel
 from trafficcore.data.store import Store
 from trafficcore.live import registry as reg
+from trafficcore.live import serving
 from trafficcore.live.fallback import fit_baseline
 
 
 @pytest.fixture
 def tiny(store):
     store.ingest("tiny", tiny_tables(days=15))
-    reg.clear_cache()
+    serving.clear_cache()
     return store
 
 
@@ -129,31 +130,78 @@ def test_an_older_store_gains_the_registry_columns(tmp_path, saved):
     assert reg.promoted(store, "tiny")["run_id"] == rid
 
 
-def test_load_current_prefers_promoted_then_shipped_then_baseline(tiny, tmp_path, monkeypatch, saved):
+def _serve(store):
+    served = serving.serving_model(store, "tiny")
+    return served.model, served.info()
+
+
+def test_serving_prefers_promoted_then_shipped_then_baseline(tiny, tmp_path, monkeypatch, saved):
     monkeypatch.setattr(config, "DEMO_MODEL_DIR", tmp_path / "no_shipped_model")
-    model, info = reg.load_current(tiny, "tiny")
+    model, info = _serve(tiny)
     assert info["source"] == "baseline" and info["model"] == "historical_average"
+    assert info["display_name"] == "Historical average (fitted now)"
     assert "no promoted version" in info["reason"] and model.spec.horizons_min[0] == 15
-    assert reg.load_current(tiny, "tiny")[0] is model  # fitted once, then cached
+    assert _serve(tiny)[0] is model  # fitted once, then cached
 
     shipped = saved(tmp_path / "shipped")
     cfg = json.loads((shipped / "config.json").read_text())
     (shipped / "config.json").write_text(json.dumps({**cfg, "dataset_source": "test"}))  # tiny_tables' source
     monkeypatch.setattr(config, "DEMO_MODEL_DIR", shipped)
-    model, info = reg.load_current(tiny, "tiny")
+    model, info = _serve(tiny)
     assert info["source"] == "shipped" and info["path"] == str(shipped.resolve())
+    assert info["display_name"] == "Seasonal naive"
 
     rid = reg.register(tiny, "tiny", "seasonal_naive", saved(tmp_path / "p"), {"mae": 1.5}, {}, promote=True)
-    model, info = reg.load_current(tiny, "tiny")
+    model, info = _serve(tiny)
     assert (info["source"], info["run_id"], info["metrics"]) == ("promoted", rid, {"mae": 1.5})
-    assert reg.load_current(tiny, "tiny")[0] is model  # cached by path + mtime
+    assert _serve(tiny)[0] is model  # cached by path + mtime
     st = os.stat(tmp_path / "p" / "config.json")
     os.utime(tmp_path / "p" / "config.json", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the folder was re-saved
-    assert reg.load_current(tiny, "tiny")[0] is not model
+    assert _serve(tiny)[0] is not model
 
     (tmp_path / "p" / "config.json").unlink()  # the promoted folder is gone: say so, answer with the next best
-    model, info = reg.load_current(tiny, "tiny")
+    model, info = _serve(tiny)
     assert info["source"] == "shipped" and f"promoted version {rid} could not be loaded" in info["reason"]
+
+
+def _val(mae: float) -> dict:
+    return {"val": {"15": {"mae": mae, "coverage_p10_p90": 0.8, "n": 10}, "30": {"mae": mae, "n": 10}}}
+
+
+def test_without_a_promotion_the_best_on_validation_serves(tiny, tmp_path, monkeypatch, saved):
+    shipped = saved(tmp_path / "shipped")
+    cfg = json.loads((shipped / "config.json").read_text())
+    (shipped / "config.json").write_text(json.dumps({**cfg, "dataset_source": "test", "metrics": _val(5.0)}))
+    monkeypatch.setattr(config, "DEMO_MODEL_DIR", shipped)
+    worse = reg.register(tiny, "tiny", "seasonal_naive", saved(tmp_path / "w"), _val(6.0), {})
+    better = reg.register(tiny, "tiny", "seasonal_naive", saved(tmp_path / "b"), _val(4.0), {})
+    unscored = reg.register(tiny, "tiny", "seasonal_naive", saved(tmp_path / "u"), {}, {})
+    order = [c.key for c in serving.candidates(tiny, "tiny")]
+    assert order == [f"run:{better}", "shipped", f"run:{worse}", f"run:{unscored}", "fit:historical_average"]
+    _, info = _serve(tiny)
+    assert info["run_id"] == better and info["source"] == "registered" and info["val_mae"] == 4.0
+    assert "validation MAE 4.000" in info["reason"]
+    reg.set_status(tiny, better, "rejected")  # a rejected version never serves, whatever its score
+    assert _serve(tiny)[1]["source"] == "shipped"
+    reg.promote(tiny, worse)  # an operator's promotion beats any score
+    assert _serve(tiny)[1]["run_id"] == worse
+
+
+def test_a_stack_serves_under_its_members_names(tiny, tmp_path, monkeypatch):
+    from trafficcore.evaluation.protocols import standard_split
+    from trafficcore.models.stack import StackForecaster
+
+    monkeypatch.setattr(config, "DEMO_MODEL_DIR", tmp_path / "no_shipped_model")
+    panel = load_panel(tiny, "tiny")
+    split = standard_split(panel)
+    stack = StackForecaster(members={"historical_average": {}, "seasonal_naive": {}}).fit(panel, split.train,
+                                                                                         split.val)
+    stack.weights[:] = [1.0, 0.0]  # as if validation chose the historical average alone
+    stack.save(tmp_path / "stack")
+    reg.register(tiny, "tiny", "stack", tmp_path / "stack", {}, {}, promote=True)
+    served = serving.serving_model(tiny, "tiny")
+    assert isinstance(served.model, StackForecaster)
+    assert served.display_name == "Historical average (seasonal naive not used)"
 
 
 def test_models_commands(tiny, tmp_path, saved):
@@ -182,9 +230,10 @@ def test_models_commands(tiny, tmp_path, saved):
 def test_a_promotion_by_another_process_is_seen_within_the_lookup_ttl(tiny, tmp_path, monkeypatch, saved):
     monkeypatch.setattr(config, "DEMO_MODEL_DIR", tmp_path / "no_shipped_model")
     rid = reg.register(tiny, "tiny", "seasonal_naive", saved(tmp_path / "a"), {}, {})
-    assert reg.load_current(tiny, "tiny")[1]["source"] == "baseline"
+    assert _serve(tiny)[1]["source"] == "registered"
     with tiny.connect() as con:  # what `trafficcore models promote` does from another process
         con.execute("UPDATE model_runs SET promoted = true, promoted_at = now() WHERE run_id = ?", [rid])
-    assert reg.load_current(tiny, "tiny")[1]["source"] == "baseline"  # memoised lookup (LOOKUP_TTL_S)
+    assert _serve(tiny)[1]["source"] == "registered"  # memoised lookup (LOOKUP_TTL_S)
     monkeypatch.setattr(reg, "LOOKUP_TTL_S", 0.0)
-    assert reg.load_current(tiny, "tiny")[1]["run_id"] == rid
+    info = _serve(tiny)[1]
+    assert (info["source"], info["run_id"]) == ("promoted", rid)

@@ -18,6 +18,7 @@ from trafficcore.cli import app
 from trafficcore.data.panel import load_panel
 from trafficcore.data.store import Store
 from trafficcore.live import registry as reg
+from trafficcore.live import serving
 from trafficcore.live.update import UpdateError, replay_rows, rows_between, run_update, split_windows
 
 DAYS, CHANGE_DAY = 14, 9  # 2025-01-01 .. 2025-01-14; the jump starts on 2025-01-10
@@ -66,7 +67,7 @@ def live(tmp_path, base_model):
     folder = tmp_path / "base"
     shutil.copytree(base_model, folder)
     run_id = reg.register(store, "shift", "lm", folder, {}, {}, promote=True)
-    reg.clear_cache()
+    serving.clear_cache()
     return store, run_id
 
 
@@ -114,7 +115,8 @@ def test_update_fine_tunes_evaluates_and_promotes_only_when_better(live):
     assert row["metrics"]["holdout_mae"] == pytest.approx(ev["holdout"]["candidate"]["mae"])
     saved = store.path.parent / "models" / "shift" / r.candidate_run_id
     assert r.candidate_path == str(saved) and (saved / "model.safetensors").exists()
-    model, info = reg.load_current(store, "shift")
+    served = serving.serving_model(store, "shift")
+    model, info = served.model, served.info()
     assert info["run_id"] == r.candidate_run_id and model.train_end == "2025-01-13 23:45:00"
 
     # a zero-step update changes no weights: its held-out MAE is not lower, so it is registered but not promoted

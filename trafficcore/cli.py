@@ -218,16 +218,12 @@ def explain(
     from trafficcore.data.panel import load_panel
     from trafficcore.data.store import Store
     from trafficcore.explain import explain as run_explain
-    from trafficcore.ui import models as choose
+    from trafficcore.live.serving import load_saved, serving_model
 
     try:
         store = Store(config.db_path(db), read_only=True)
         panel = load_panel(store, dataset)
-        if model is not None:
-            m = choose.load_saved(str(model))
-        else:
-            best = choose.choices(store, dataset, store.dataset_info(dataset), config.DEMO_MODEL_DIR)[0]
-            m = choose.load_saved(best.path) if best.kind == "saved" else choose.fit_baseline(best.name, panel)[0]
+        m = load_saved(model) if model is not None else serving_model(store, dataset).model
         e = run_explain(m, panel, detector, at, horizon, note=note)
     except (KeyError, ValueError, TrafficCoreError) as err:
         _fail(str(err).strip("'\""))

@@ -12,7 +12,7 @@ Staleness, off the request path: a background thread asks, every `check_every_s`
 the datasets in use, `trafficcore.live.ingest.live_panel` (a cheap stamp query; it reloads when
 another process such as ``trafficcore ingest --watch`` changed the store) and swaps in a new panel
 when the data changed; every `model_every_s` seconds it re-resolves the model, so a newly promoted
-one is picked up (`load_current` caches loaded models by folder and mtime). An ingest through this
+one is picked up (`serving_model` caches loaded models by folder and mtime). An ingest through this
 process invalidates its dataset at once.
 
 Concurrency: one lock per cache key, so twenty clients arriving at a cold cache cause one load,
@@ -37,7 +37,7 @@ from trafficcore.data.store import Store
 
 log = logging.getLogger("trafficcore.api")
 
-#: (store, dataset) -> (forecaster, info dict): `trafficcore.live.registry.load_current` by default.
+#: (store, dataset) -> (forecaster, info dict): `trafficcore.live.serving.serving_model` by default.
 ModelLoader = Callable[[Store, str], tuple[object, dict]]
 
 class NotFound(LookupError):
@@ -45,10 +45,11 @@ class NotFound(LookupError):
 
 
 def default_model_loader(store: Store, dataset: str) -> tuple[object, dict]:
-    """The model live operation serves for a dataset (promoted run, shipped model or a fitted baseline)."""
-    from trafficcore.live.registry import load_current
+    """The model that serves the dataset (`trafficcore.live.serving`), and its description for `model_info`."""
+    from trafficcore.live.serving import serving_model
 
-    return load_current(store, dataset)
+    served = serving_model(store, dataset)
+    return served.model, served.info()
 
 
 @dataclass

@@ -1,8 +1,7 @@
 """Models that answer without a training run of their own: the shipped demo model and on-the-spot baselines.
 
-Shared by the dashboard (`trafficcore.ui.models`) and live operation (`trafficcore.live.registry`), so it
-lives below the UI: `trafficcore.live` must not import `trafficcore.ui`. Moved here unchanged from
-`trafficcore.ui.models`, which re-exports these names.
+Used by `trafficcore.live.serving` (which model serves a dataset) and by the dashboard's picker, so it
+lives below the UI: `trafficcore.live` must not import `trafficcore.ui`.
 
 The on-the-spot baseline is fitted on the training and validation days of the standard protocol, so
 forecasts issued in the test days are out of sample; the returned note says which days it learnt from.

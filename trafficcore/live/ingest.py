@@ -15,7 +15,7 @@ watcher and replay all call it). Why it is built the way it is:
   lose a logged batch nor log a batch that was not stored.
 
 `refresh_forecasts` re-issues forecasts at the newest complete interval with the dataset's current
-model (`trafficcore.live.registry.load_current`). Loading the panel and the model is what costs time,
+model (`trafficcore.live.serving.serving_model`). Loading the panel and the model is what costs time,
 so both are cached in-process: a new batch ingested here patches the cached panel in place, and a
 change made by another process (seen through a cheap stamp query) reloads it.
 """
@@ -336,11 +336,12 @@ def live_panel(store: Store, dataset: str) -> Panel:
 
 
 def live_model(store: Store, dataset: str) -> tuple[object, dict]:
-    """The dataset's current forecaster and its registry info (`registry.load_current`, which caches loaded
+    """The dataset's serving forecaster and its description (`serving.serving_model`, which caches loaded
     models by folder and file version, and refits its fallback baseline once a day of readings)."""
-    from trafficcore.live.registry import load_current
+    from trafficcore.live.serving import serving_model
 
-    return load_current(store, dataset)
+    served = serving_model(store, dataset)
+    return served.model, served.info()
 
 
 # ----------------------------------------------------------------------------------------------- forecasts

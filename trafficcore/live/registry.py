@@ -15,8 +15,7 @@ Rollback re-promotes the version promoted most recently before the current one, 
 `promoted_at`; so a second rollback re-promotes the version just rolled back from: every rollback can be
 undone by another.
 
-`load_current` is what live forecasting calls: the promoted version, else the shipped demo model where it
-applies, else a historical-average baseline fitted on the stored data, with a note of which and why.
+Which version serves a dataset is decided in `trafficcore.live.serving`, from what `lookup` reads here.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trafficcore import config
 from trafficcore.data.store import Store
 from trafficcore.errors import TrafficCoreError
 
@@ -108,7 +106,7 @@ def register(store: Store, dataset: str, model_name: str, path: str | Path | Non
                     [row[c] for c in cols])
         if promote:
             _promote(con, run_id)
-    _forget_lookups()
+    forget_lookups()
     return run_id
 
 
@@ -116,7 +114,7 @@ def promote(store: Store, run_id: str) -> dict:
     """Make `run_id` its dataset's only promoted version (one transaction); returns the promoted row."""
     with store.transaction() as con:
         _promote(con, run_id)
-    _forget_lookups()
+    forget_lookups()
     return get(store, run_id)
 
 
@@ -152,7 +150,7 @@ def rollback(store: Store, dataset: str) -> dict:
             raise RegistryError(f"dataset {dataset!r}: {cur[0]} is the only version ever promoted; "
                                 "nothing to roll back to")
         _promote(con, prev[0])
-    _forget_lookups()
+    forget_lookups()
     return {"from": cur[0], "to": prev[0], "promoted": get(store, prev[0])}
 
 
@@ -164,6 +162,7 @@ def set_status(store: Store, run_id: str, status: str) -> None:
     with store.connect() as con:
         con.execute("UPDATE model_runs SET status = ? WHERE run_id = ? AND NOT coalesce(promoted, false)",
                     [status, run_id])
+    forget_lookups()  # a rejected version stops serving at once
 
 
 # ------------------------------------------------------------------------------ reading
@@ -215,59 +214,30 @@ def _record(row: pd.Series) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------ the model that answers
-_CACHE: dict[tuple, object] = {}
-_LOCK = threading.Lock()
-_CACHE_MAX = 8
-
-
-def _cached(key: tuple, make):
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        value = make()
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = value
-        return value
-
-
-def _load_saved(path: str | Path):
-    """A saved model, loaded once per folder and file version (path + mtimes): a re-saved folder reloads."""
-    from trafficcore.models.registry import load_model
-
-    p = Path(path).resolve()
-    stamp = tuple(f.stat().st_mtime_ns for f in sorted(p.glob("*")) if f.is_file())
-    return _cached(("saved", str(p), stamp), lambda: load_model(p))
-
-
-def _fit_baseline(store: Store, dataset: str, newest) -> tuple[object, dict]:
-    """Historical average on the stored data (a second or so), refitted when a new day of readings arrives."""
-    from trafficcore.data.panel import load_panel
-    from trafficcore.live.fallback import fit_baseline
-
-    if newest is None or pd.isna(newest):
-        raise RegistryError(f"dataset {dataset!r} has no observations to fit a baseline on")
-    day = pd.Timestamp(newest).normalize()
-    return _cached(("baseline", str(Path(store.path).resolve()), dataset, day),
-                   lambda: fit_baseline("historical_average", load_panel(store, dataset)))
-
-
-#: Seconds a registry lookup is reused by `load_current`. Opening the DuckDB file costs 10-100 ms on a busy CPU,
-#: too much per API request; a promotion made in this process is seen at once (it clears the memo), one made by
-#: another process (the `trafficcore models` command) within this many seconds.
+# ------------------------------------------------------------------------------ what serving reads
+#: Seconds a `lookup` is reused. Opening the DuckDB file costs 10-100 ms on a busy CPU, too much per API
+#: request; a promotion made in this process is seen at once (it clears the memo), one made by another
+#: process (the `trafficcore models` command) within this many seconds.
 LOOKUP_TTL_S = 2.0
-_LOOKUPS: dict[tuple[str, str], tuple[float, dict, dict | None, object]] = {}
-_LOOKUP_LOCK = threading.Lock()  # not _LOCK: that one is held while a model loads (seconds)
+#: Versions that never serve on their own: update candidates awaiting or having lost their evaluation.
+NOT_SERVING = ("rejected", "candidate")
+_LOOKUPS: dict[tuple[str, str], tuple[float, dict, pd.DataFrame, object]] = {}
+_LOOKUP_LOCK = threading.Lock()
 
 
-def _forget_lookups() -> None:
+def forget_lookups() -> None:
+    """Drop memoised lookups (after a registry change, and in tests)."""
     with _LOOKUP_LOCK:
         _LOOKUPS.clear()
 
 
-def _lookup(store: Store, dataset: str) -> tuple[dict, dict | None, object]:
-    """(dataset info, promoted row or None, newest reading) in one connection, memoised for LOOKUP_TTL_S."""
+def lookup(store: Store, dataset: str) -> tuple[dict, pd.DataFrame, object]:
+    """(dataset info, versions that may serve, newest reading) in one connection, memoised for LOOKUP_TTL_S.
+
+    The versions are saved folders not rejected nor awaiting a verdict, promoted first, then newest first;
+    columns run_id, model, path, promoted, promoted_at, created_at, metrics (parsed). KeyError for an unknown
+    dataset. `trafficcore.live.serving` decides among them.
+    """
     key = (str(Path(store.path).resolve()), dataset)
     now = time.monotonic()
     with _LOOKUP_LOCK:
@@ -278,64 +248,19 @@ def _lookup(store: Store, dataset: str) -> tuple[dict, dict | None, object]:
         ds = con.execute("SELECT * FROM datasets WHERE dataset = ?", [dataset]).df()
         if ds.empty:
             raise KeyError(f"no dataset named {dataset!r} in {store.path}")
-        rows = con.execute(f"SELECT * FROM model_runs WHERE dataset = ? AND promoted "
+        rows = con.execute(f"SELECT * FROM model_runs WHERE dataset = ? AND path IS NOT NULL "
                            f"AND run_id NOT LIKE '{FORECAST_PREFIX}%'", [dataset]).df()
         newest = con.execute("SELECT max(ts) FROM observations WHERE dataset = ?", [dataset]).fetchone()[0]
-    current = None
-    if not rows.empty:
-        for c in ("parent_run_id", "status", "train_end", "promoted_at"):
-            if c not in rows.columns:
-                rows[c] = None
-        rows["metrics"] = [json.loads(x) if isinstance(x, str) and x else {} for x in rows["metrics_json"]]
-        rows["config"] = [{} for _ in range(len(rows))]  # not needed to answer; keeps the lookup light
-        current = _record(rows.iloc[0])
+    for c in ("status", "promoted_at"):  # a read-only handle on an older store
+        if c not in rows.columns:
+            rows[c] = None
+    rows["promoted"] = rows["promoted"].fillna(False).astype(bool)
+    rows = rows[rows["promoted"] | ~rows["status"].isin(NOT_SERVING)]
+    rows = rows.sort_values(["promoted", "created_at", "run_id"], ascending=False, kind="stable")
+    rows["metrics"] = [json.loads(x) if isinstance(x, str) and x else {} for x in rows["metrics_json"]]
+    versions = rows[["run_id", "model", "path", "promoted", "promoted_at", "created_at", "metrics"]]
+    versions = versions.reset_index(drop=True)
     info_ds = ds.iloc[0].to_dict()
     with _LOOKUP_LOCK:
-        _LOOKUPS[key] = (now, info_ds, current, newest)
-    return info_ds, current, newest
-
-
-def load_current(store: Store, dataset: str) -> tuple[object, dict]:
-    """(forecaster, info): the promoted version, else the shipped demo model where it applies, else a
-    historical-average baseline fitted on the stored data.
-
-    `info` holds `source` (promoted | shipped | baseline), `model`, `run_id`, `path`, `metrics` and `reason`
-    (why this one, including why a promoted version could not be used). Warm calls cost well under a
-    millisecond (see LOOKUP_TTL_S and the model cache).
-    """
-    info_ds, current, newest = _lookup(store, dataset)  # KeyError for an unknown dataset
-    notes: list[str] = []
-    if current is not None:
-        try:
-            model = _load_saved(current["path"])
-            return model, {"source": "promoted", "model": current["model"], "run_id": current["run_id"],
-                           "path": current["path"], "metrics": current["metrics"],
-                           "reason": f"promoted version of {dataset!r} since {current['promoted_at']}"}
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            notes.append(f"promoted version {current['run_id']} could not be loaded ({e})")
-    else:
-        notes.append(f"no promoted version for {dataset!r}")
-    from trafficcore.live.fallback import shipped_applies
-
-    shipped = Path(config.DEMO_MODEL_DIR)
-    if shipped_applies(info_ds, shipped):
-        try:
-            model = _load_saved(shipped)
-            cfg = json.loads((shipped / "config.json").read_text())
-            return model, {"source": "shipped", "model": getattr(model, "name", cfg.get("model_class")),
-                           "run_id": None, "path": str(shipped.resolve()), "metrics": cfg.get("metrics", {}),
-                           "reason": "; ".join(notes + ["the shipped demo model applies to this dataset"])}
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            notes.append(f"the shipped demo model could not be loaded ({e})")
-    model, note = _fit_baseline(store, dataset, newest)
-    learnt = f"fitted on readings from {note['first']:%Y-%m-%d} to {note['last']:%Y-%m-%d}"
-    return model, {"source": "baseline", "model": "historical_average", "run_id": None, "path": None,
-                   "metrics": {}, "fit": {k: str(v) for k, v in note.items()},
-                   "reason": "; ".join(notes + [f"historical average {learnt}"])}
-
-
-def clear_cache() -> None:
-    """Forget loaded models and registry lookups (tests; a server never needs it: keys carry file mtimes)."""
-    with _LOCK:
-        _CACHE.clear()
-    _forget_lookups()
+        _LOOKUPS[key] = (now, info_ds, versions, newest)
+    return info_ds, versions, newest

@@ -17,6 +17,16 @@ MODEL_CLASSES: dict[str, str] = {
     "historical_average": "trafficcore.models.baselines:HistoricalAverage",
     "gbt": "trafficcore.models.baselines:GradientBoosting",
     "lm": "trafficcore.models.lm:LMForecaster",
+    "stack": "trafficcore.models.stack:StackForecaster",
+}
+
+#: What users read for each model: the dashboard, the API and the CLI name models with these.
+DISPLAY_NAMES: dict[str, str] = {
+    "persistence": "Persistence",
+    "seasonal_naive": "Seasonal naive",
+    "historical_average": "Historical average",
+    "gbt": "Gradient boosting",
+    "lm": "Language model",
 }
 
 
@@ -28,6 +38,19 @@ def model_class(name: str):
         raise KeyError(f"unknown model {name!r}; choose from {sorted(MODEL_CLASSES)}") from None
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def display_name(name: str) -> str:
+    """The human name of a registry model (the name itself when it has none)."""
+    return DISPLAY_NAMES.get(name, name)
+
+
+def model_display_name(model: object) -> str:
+    """The human name of a model object: its own `display_name` (a stack names its members), else its class's."""
+    own = getattr(model, "display_name", None)
+    if isinstance(own, str) and own:
+        return own
+    return display_name(str(getattr(model, "model_class", None) or getattr(model, "name", type(model).__name__)))
 
 
 def create(name: str, **kwargs):

@@ -202,14 +202,15 @@ def _load(plan: Path, demand: Path | None, interval_min: int, unit: str, phf: fl
 
 def forecast_demand(dataset: str, site: str, at: str, model_dir: Path | None, db: Path | None,
                     interval_min: int = 15, phf: float | None = None) -> pd.DataFrame:
-    """Approach demand for a site from a forecast issued at `at`, using the best model available
-    for the dataset (the one the dashboard uses; see trafficcore.ui.models)."""
+    """Approach demand for a site from a forecast issued at `at`, by `model_dir` or else the model that
+    serves the dataset everywhere (`trafficcore.live.serving`)."""
     from trafficcore import config
     from trafficcore.data.panel import load_panel
     from trafficcore.data.store import Store
+    from trafficcore.live.serving import load_saved, serving_model
     from trafficcore.signal.demand import demand_from_forecast
     from trafficcore.signal.site import assign_legs
-    from trafficcore.ui import models as choose
+    from trafficcore.ui.models import forecast
 
     store = Store(config.db_path(db), read_only=True)
     try:
@@ -221,22 +222,12 @@ def forecast_demand(dataset: str, site: str, at: str, model_dir: Path | None, db
         raise TrafficCoreError(f"no volume detectors at site {site!r} in dataset {dataset!r}")
     legs = assign_legs(list(dets["approach"].dropna().unique()))
     mapping = {d: legs[a] for d, a in zip(dets["detector_id"], dets["approach"], strict=True) if a in legs}
-    if model_dir is not None:
-        model = choose.load_saved(str(model_dir))
-    else:
-        best = choose.choices(store, dataset, store.dataset_info(dataset), choose_model_dir())[0]
-        model = choose.load_saved(best.path) if best.kind == "saved" else choose.fit_baseline(best.name, panel)[0]
+    model = load_saved(model_dir) if model_dir is not None else serving_model(store, dataset).model
     try:
-        fc = choose.forecast(model, panel, [pd.Timestamp(at)], list(mapping))
+        fc = forecast(model, panel, [pd.Timestamp(at)], list(mapping))
     except ValueError as e:
         raise TrafficCoreError(str(e)) from None
     return demand_from_forecast(fc, mapping, interval_min=interval_min, phf=phf)
-
-
-def choose_model_dir() -> Path:
-    from trafficcore import config
-
-    return config.DEMO_MODEL_DIR
 
 
 @app.command("analyse")

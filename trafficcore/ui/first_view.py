@@ -61,12 +61,13 @@ def issue(store: Store, dataset: str, model_dir: str | os.PathLike, panel: Panel
     Uses the same functions as the dashboard (`clock.default_issue_time`, `models.forecast`), so
     the stored frame is exactly what the dashboard would compute. Returns what was written.
     """
+    from trafficcore.live import serving
     from trafficcore.ui import models as uim
 
     panel = panel if panel is not None else load_panel(store, dataset)
     stamp = data_stamp(store, dataset)
     at = clock.default_issue_time(panel)
-    model = uim.load_saved(str(model_dir))
+    model = serving.load_saved(model_dir)
     spec = model.spec
     fc = uim.forecast(model, panel, at, neighbour_idx=panel.neighbour_matrix(int(spec.n_neighbours),
                                                                              str(spec.neighbour_method)))
@@ -82,11 +83,11 @@ def issue(store: Store, dataset: str, model_dir: str | os.PathLike, panel: Panel
 
 
 def prepare(store: Store, dataset: str, model_dir: str | os.PathLike) -> dict | None:
-    """`issue` when the shipped model is what the dashboard opens with on this dataset, else None."""
-    from trafficcore.ui import models as uim
+    """`issue` when the shipped model serves this dataset (`trafficcore.live.serving`), else None."""
+    from trafficcore.live.serving import candidates
 
-    best = uim.choices(store, dataset, store.dataset_info(dataset), Path(model_dir))[0]
-    return issue(store, dataset, best.path) if best.key == "shipped" else None
+    best = candidates(store, dataset, model_dir)[0]
+    return issue(store, dataset, best.path) if best.source == "shipped" else None
 
 
 def stored_times(store: Store, dataset: str, stamp: str, model_dir: str | os.PathLike) -> list[pd.Timestamp]:

@@ -1,16 +1,11 @@
-"""Which model answers the dashboard's forecasts, and how a baseline is fitted when no saved model fits.
+"""The dashboard's model picker, and forecasts for it.
 
-Order of preference for a dataset:
-
-1. the version promoted in the model registry (``trafficcore models promote``), if any;
-2. the shipped demo model (``data/demo_model``) on the demo city it was trained on: the first
-   start trains nothing;
-3. other versions recorded in the store's ``model_runs`` (newest first; rejected update
-   candidates and forecast records left out);
-4. a baseline fitted on the spot (historical average by default: a second or so; gradient
-   boosting on request: longer). It is fitted once per dataset on the training and validation
-   days of the standard protocol, so forecasts issued in the test days are out of sample, and
-   the sidebar says which days it learnt from.
+The picker's first entry is the model that serves the dataset everywhere (`trafficcore.live.serving`:
+the promoted version, else the best saved model on validation, else the shipped demo model or the
+newest version, else a baseline fitted on the spot); the other saved models and the baselines follow,
+for a user who wants to compare. A baseline is fitted once per dataset on the training and validation
+days of the standard protocol (`trafficcore.live.fallback`), so forecasts issued in the test days are
+out of sample, and the sidebar says which days it learnt from.
 """
 
 from __future__ import annotations
@@ -23,14 +18,7 @@ import pandas as pd
 
 from trafficcore.data.panel import Panel
 from trafficcore.data.store import Store
-from trafficcore.live.fallback import (  # noqa: F401 - moved below the UI; re-exported for pages and commands
-    FIT_HORIZONS_MIN,
-    FIT_KWARGS,
-    fit_baseline,
-    fit_rows,
-    fit_spec,
-    shipped_applies,
-)
+from trafficcore.live.serving import Candidate, candidates
 
 FIT_LABELS = {
     "historical_average": "Historical average (fitted now)",
@@ -51,36 +39,31 @@ class ModelChoice:
     name: str | None = None
 
 
+def _label(c: Candidate) -> str:
+    """The picker's text: the model's honest name, and which version."""
+    shown = c.display_name[0].lower() + c.display_name[1:]
+    if c.source == "shipped":
+        return f"Shipped demo model ({shown})"
+    when = f"{c.created_at:%Y-%m-%d %H:%M}" if c.created_at is not None else ""
+    tag = "promoted, " if c.source == "promoted" else ""
+    return f"{c.display_name} trained {when} ({tag}{c.run_id})"
+
+
 def choices(store: Store, dataset: str, info: dict, model_dir: Path) -> list[ModelChoice]:
-    """Models that can answer for this dataset, best first (see module docstring)."""
-    from trafficcore.live import registry
+    """Models that can answer for this dataset, the serving one first (see module docstring).
 
-    out: list[ModelChoice] = []
-    versions = registry.runs(store, dataset)
-    versions = versions[versions["status"].fillna("registered") != "rejected"]  # failed update candidates
-    versions = versions.sort_values("promoted", ascending=False, kind="stable")  # the promoted one first
-    saved = []
-    for r in versions.itertuples(index=False):
-        if isinstance(r.path, str) and (Path(r.path) / "config.json").exists():
-            when = pd.Timestamp(r.created_at).strftime("%Y-%m-%d %H:%M") if pd.notna(r.created_at) else ""
-            tag = "promoted, " if r.promoted else ""
-            saved.append(ModelChoice(f"run:{r.run_id}", f"{r.model} trained {when} ({tag}{r.run_id})", "saved",
-                                     path=r.path))
-    if saved and versions["promoted"].fillna(False).any():
-        out.append(saved.pop(0))
-    if shipped_applies(info, model_dir):
-        out.append(ModelChoice("shipped", "Shipped demo model (language model)", "saved", path=str(model_dir)))
-    out += saved
-    for name, label in FIT_LABELS.items():
-        out.append(ModelChoice(f"fit:{name}", label, "fit", name=name))
-    return out
-
-
-def load_saved(path: str) -> object:
-    """A saved model folder (config.json + safetensors), via the registry."""
-    from trafficcore.models import registry
-
-    return registry.load_model(path)
+    `model_dir` is the shipped model's folder; `info` is unused (the store says which dataset it is).
+    """
+    try:
+        found = candidates(store, dataset, model_dir)
+    except KeyError:  # a dataset not (yet) in this store: only baselines
+        found = []
+    out = [ModelChoice(c.key, _label(c), "saved", path=c.path) for c in found if c.kind == "saved"]
+    fits = [ModelChoice(f"fit:{n}", label, "fit", name=n) for n, label in FIT_LABELS.items()]
+    first = next((c for c in found[:1] if c.kind == "fit"), None)
+    if first is not None:  # nothing saved serves: the serving baseline heads the baselines
+        fits.sort(key=lambda m: m.name != first.name)
+    return out + fits
 
 
 def describe(choice: ModelChoice, model: object, note: dict | None) -> str:
