@@ -180,18 +180,19 @@ def _size_mb(folder: Path) -> float:
 
 
 # ------------------------------------------------------------------------------ forecast
-def default_model_dir(store, dataset: str, synthetic: bool) -> Path:
-    """The model a forecast uses when none is named: newest promoted run, else newest run, else the demo model."""
-    runs = store.query(
-        "SELECT path, promoted, created_at FROM model_runs WHERE dataset = ? AND path IS NOT NULL "
-        "ORDER BY promoted DESC, created_at DESC", [dataset])
-    for p in runs["path"]:
-        if (Path(p) / "config.json").exists():
-            return Path(p)
-    if synthetic and (config.DEMO_MODEL_DIR / "config.json").exists():
-        return config.DEMO_MODEL_DIR
-    raise UsageError(f"no trained model for dataset {dataset!r}; train one with "
-                     f"`trafficcore train --dataset {dataset} --out DIR` or pass --model DIR")
+def default_model_dir(store, dataset: str) -> Path:
+    """The saved model that serves the dataset (`trafficcore.live.serving`: promoted, else best on validation,
+    else the shipped model where it applies); a forecast with no saved model to serve is a user error."""
+    from trafficcore.live.serving import candidates
+
+    try:
+        saved = [c for c in candidates(store, dataset) if c.kind == "saved"]
+    except KeyError:
+        saved = []
+    if not saved:
+        raise UsageError(f"no trained model for dataset {dataset!r}; train one with "
+                         f"`trafficcore train --dataset {dataset} --out DIR` or pass --model DIR")
+    return Path(saved[0].path)
 
 
 def parse_issue_time(panel, at: str) -> pd.Timestamp:
@@ -234,7 +235,7 @@ def _forecast(dataset: str, at: str, model: Path | None, db: Path | None) -> pd.
     store = _store(db, read_only=True)
     panel = _panel(store, dataset)
     ts = parse_issue_time(panel, at)
-    model_dir = Path(model) if model is not None else default_model_dir(store, dataset, panel.synthetic)
+    model_dir = Path(model) if model is not None else default_model_dir(store, dataset)
     if not (model_dir / "config.json").exists():
         raise UsageError(f"--model {model_dir} is not a saved model folder (config.json is missing)")
     t0 = time.perf_counter()
@@ -263,7 +264,7 @@ def _forecast(dataset: str, at: str, model: Path | None, db: Path | None) -> pd.
     out.insert(0, "run_id", run_id)
     writer = _store(db, read_only=False)
     writer.write_frame("forecasts", out)
-    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg = read_config(model_dir)
     _record_run(db, run_id, dataset, name, model_dir, {"issued_at": str(ts), "model_metrics": cfg.get("metrics", {}),
                                                          "predict_s": predict_s}, {"model_dir": str(model_dir)})
     _print_summary(df, name, model_dir, run_id, ts, load_s, predict_s, panel.synthetic)
