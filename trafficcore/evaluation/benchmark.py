@@ -7,7 +7,7 @@ registered class (the language model included) runs through the same code as the
 
 The report (also written as OUT.json by `trafficcore benchmark --json`):
 
-    {"dataset", "protocol", "split": {...how rows were chosen...},
+    {"dataset", "protocol", "run_date" (ISO 8601, UTC), "split": {...how rows were chosen...},
      "results":   [{"model", "horizon_min", "mae", "rmse", "wape", "coverage_p10_p90", "pinball", "n"}, ...],
      "ablations": [{...same fields..., "variant"}, ...],
      "timing":    {"load_s", "total_s", "models": {name: {"fit_s", "predict_s", "test_samples",
@@ -38,6 +38,7 @@ Extension points, all optional, looked up on the model object (duck typing, no b
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import inspect
 import math
 import resource
@@ -248,6 +249,7 @@ def run_benchmark(
     error per horizon (`SampleErrors`), for paired comparisons across models (standard and cold-start).
     """
     t_start = time.perf_counter()
+    run_date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     step = on_step or (lambda message: None)
     if protocol not in PROTOCOLS:
         raise BenchmarkError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
@@ -320,6 +322,7 @@ def run_benchmark(
     report = {
         "dataset": dataset,
         "protocol": protocol,
+        "run_date": run_date,
         "split": {**split_info, "measure": measure or info.get("measure"), "synthetic": bool(info.get("synthetic")),
                   "detectors": int(panel.values.shape[1]), "interval_s": int(panel.interval.total_seconds()),
                   **({"evaluation": prepared} if prepared else {})},
