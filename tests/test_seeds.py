@@ -70,6 +70,13 @@ def test_interval_is_the_paired_difference_of_the_seed_mean_maes(report):
     assert report["bootstrap"]["block_hours"] == 4.0
 
 
+def test_each_seed_reaches_the_models_that_take_one():
+    from trafficcore.evaluation.benchmark import _create
+
+    assert _create("gbt", None, 5, {}).seed == 5
+    assert _create("lm", None, 7, {}).cfg.seed == 7  # through **kwargs into the LM's config
+
+
 def test_report_is_strict_json_with_a_utc_run_date_and_wall_times(report):
     json.dumps(report, allow_nan=False)
     when = dt.datetime.fromisoformat(report["run_date"])

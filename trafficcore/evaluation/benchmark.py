@@ -32,7 +32,8 @@ Extension points, all optional, looked up on the model object (duck typing, no b
   case; the hook lets a model switch to features that do not need a detector's own history.
 - a constructor that accepts ``spec`` (a WindowSpec): the runner passes the protocol's spec (and
   the union of horizons across models under ``standard``) so that all models are scored on the
-  same issue times and horizons; a constructor accepting ``seed`` gets the benchmark's seed.
+  same issue times and horizons; a constructor accepting ``seed`` (by name or through ``**kwargs``) gets the
+  benchmark's seed.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def _accepts_spec(cls) -> bool:
     return "spec" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _takes_seed(params) -> bool:
+    """A constructor takes a seed when it names one or passes **kwargs on (the LM hands them to its config)."""
+    return "seed" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _create(name: str, spec: WindowSpec | None, seed: int, kwargs: dict):
     """A fresh model by registry name, handing it `spec`/`seed` where its constructor takes them."""
     try:
@@ -85,7 +91,7 @@ def _create(name: str, spec: WindowSpec | None, seed: int, kwargs: dict):
     kw = dict(kwargs)
     if spec is not None and _accepts_spec(cls):
         kw.setdefault("spec", spec)
-    if "seed" in params:
+    if _takes_seed(params):
         kw.setdefault("seed", seed)
     model = registry.create(name, **kw)
     if spec is not None and kw.get("spec") is None and model.spec != spec:

@@ -38,7 +38,14 @@ import numpy as np
 
 from trafficcore.data.store import Store
 from trafficcore.evaluation import bootstrap
-from trafficcore.evaluation.benchmark import BenchmarkError, SampleErrors, _clean, load_dataset, run_benchmark
+from trafficcore.evaluation.benchmark import (
+    BenchmarkError,
+    SampleErrors,
+    _clean,
+    _takes_seed,
+    load_dataset,
+    run_benchmark,
+)
 from trafficcore.models import registry
 
 REFERENCE = "gbt"
@@ -48,10 +55,9 @@ SUMMARY_METRICS = ("mae", "rmse", "wape", "coverage_p10_p90", "pinball")
 def takes_seed(name: str) -> bool:
     """Whether the model's constructor takes a seed: by name, or through **kwargs (the LM's config has one)."""
     try:
-        params = inspect.signature(registry.model_class(name)).parameters
+        return _takes_seed(inspect.signature(registry.model_class(name)).parameters)
     except (KeyError, ImportError):
         return False
-    return "seed" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def parse_seeds(text: str) -> list[int]:
