@@ -67,7 +67,8 @@ else:
         st.dataframe((ur.metric_table(res, metric) * ur.scale(metric)).round(1 if metric in ur.PERCENT else 3),
                      width="stretch", key="rep_table")
     if rep.get("seeds"):
-        st.subheader(f"Over {len(rep['seeds'])} seeds (mean ± sd)")
+        n_seeds = len(rep["seeds"])
+        st.subheader(f"Over {n_seeds} seed{'s' if n_seeds != 1 else ''} (mean ± sd)")
         st.caption("Each seeded model was trained once per seed; deterministic models were run once (sd 0).")
         st.dataframe(ur.seed_summary(rep), hide_index=True, width="stretch", key="rep_seeds")
         cis = ur.interval_table(rep)

@@ -314,7 +314,10 @@ def test_model_report_shows_mean_sd_and_intervals_of_a_seeded_report(page, repor
             "hi": 0.033, "share_below_zero": 0.88, "n": 85000} for h in (15, 30, 45, 60)]
     rep = {"dataset": "scats", "protocol": "standard", "run_date": "2026-12-04T09:30:00+00:00", "seeds": [0, 1, 2],
            "deterministic": ["persistence"], "results": rows, "intervals": cis,
-           "bootstrap": {"block_hours": 4.0, "replicates": 2000, "reference": "gbt"}}
+           "bootstrap": {"block_hours": 4.0, "replicates": 2000, "reference": "gbt"},
+           "per_seed": [{"seed": 1, "models": ["gbt"], "results": [], "timing": {"gbt": {"fit_s": 172.6}},
+                         "wall_s": 179.25}],
+           "timing": {"load_s": 0.16, "total_s": 423.4, "wall_s_per_seed": {"1": 179.25}}}
     (reports / "seeds.json").write_text(json.dumps(rep))
     at = page("model_report")
     assert at.selectbox(key="rep_path").options == ["scats · standard protocol · 3 seeds · run 4 Dec 2026, 09:30 UTC"]
@@ -326,6 +329,9 @@ def test_model_report_shows_mean_sd_and_intervals_of_a_seeded_report(page, repor
     assert list(ci["95% interval"]) == ["-0.111 to +0.033"] * 4
     assert list(ci["replicates where it beats gbt (%)"]) == [88.0] * 4
     assert "4-hour blocks" in texts(at)
+    timing = frame_with(at, "time or amount").set_index("what")["time or amount"]
+    assert timing["seed 1"] == "3.0 min" and timing["seed 1 · gbt · fit"] == "2.9 min"
+    assert timing["whole run"] == "7.1 min"
 
 
 def test_whatif_verify_in_sumo_sets_simulated_beside_analytic(page):

@@ -221,9 +221,14 @@ TIMING_WORDS = {"load_s": "loading the data", "total_s": "whole run", "fit_s": "
 
 
 def timing_rows(report: dict) -> pd.DataFrame:
-    """The report's `timing` in words: ('gbt · fit', '1.5 min'), durations rounded, counts and memory readable."""
+    """The report's `timing` in words: ('gbt · fit', '1.5 min'), durations rounded, counts and memory readable.
+    A report made with --seeds adds each seed's model timings ('seed 1 · gbt · fit')."""
     rows = []
-    for what, value in flat_timing(report).itertuples(index=False):
+    flat = flat_timing(report)
+    for run in report.get("per_seed") or []:
+        per = flat_timing({"timing": {"models": run.get("timing") or {}}})
+        flat = pd.concat([flat, per.assign(what="seed " + str(run.get("seed")) + "." + per["what"])], ignore_index=True)
+    for what, value in flat.itertuples(index=False):
         keys = what.split(".")
         leaf = keys[-1]
         words = [TIMING_WORDS.get(k, k) for k in keys[:-1]]
