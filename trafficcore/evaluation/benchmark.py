@@ -13,6 +13,9 @@ The report (also written as OUT.json by `trafficcore benchmark --json`):
      "timing":    {"load_s", "total_s", "models": {name: {"fit_s", "predict_s", "test_samples",
                                                           "samples_per_s", "peak_rss_mb"}}}}
 
+Several seeds (`trafficcore benchmark --seeds 0,1,2`: mean ± sd and paired bootstrap intervals against gbt)
+are run by `trafficcore.evaluation.seeds`, which calls `run_benchmark` once per seed.
+
 `inference_speed(store, dataset, model_dirs)` (`trafficcore benchmark --speed DIR,...`) times saved models
 forecasting every detector x horizon x quantile at one issue time: cold and warm wall time, CPU time,
 samples/s and peak memory.
