@@ -3,9 +3,11 @@ it shows. Runs on the small test city (tests/test_app_support.py) with a histori
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import frame_with, texts
@@ -201,21 +203,33 @@ def test_model_report_shows_the_shipped_models_own_validation_metrics(page, tmp_
     folder = tmp_path / "model"
     folder.mkdir()
     val = {"15": {"mae": 7.5, "coverage_p10_p90": 0.81, "n": 100}, "60": {"mae": 8.25, "coverage_p10_p90": 0.79}}
-    (folder / "config.json").write_text(json.dumps({"model_class": "lm", "preset": "quick", "dataset": "demo",
-                                                    "metrics": {"val": val, "steps": 450}}))
+    (folder / "config.json").write_text(json.dumps({"model_class": "lm", "name": "Language model (MiniLM)",
+                                                    "recipe": {"name": "demo", "phases": []}, "dataset": "demo",
+                                                    "metrics": {"val": val}}))
     monkeypatch.setattr(config, "DEMO_MODEL_DIR", folder)
     at = page("model_report")
     table = frame_with(at, "horizon (min)")
     assert list(table["horizon (min)"]) == [15, 60]
-    assert list(table["MAE"]) == [7.5, 8.25] and list(table["P10-P90 coverage"]) == [0.81, 0.79]
-    assert any("**preset** quick" in m.value for m in at.markdown)
+    assert list(table["MAE"]) == [7.5, 8.25] and list(table["P10-P90 coverage (%)"]) == [81.0, 79.0]
+    assert any("**model** Language model (MiniLM) · **recipe** demo" in m.value for m in at.markdown)
 
 
-def test_model_report_reads_the_newest_report(page, reports):
-    rows = [{"model": m, "horizon_min": h, "mae": mae + h / 60, "rmse": mae * 1.3, "wape": 0.1, "coverage_p10_p90": cov}
+def _plotly_array(v) -> np.ndarray:
+    """A plotly figure's data array, as a list or as its base64 'bdata' encoding."""
+    if isinstance(v, dict):
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+    return np.asarray(v, dtype=float)
+
+
+def _rows():
+    return [{"model": m, "horizon_min": h, "mae": mae + h / 60, "rmse": mae * 1.3, "wape": 0.1, "coverage_p10_p90": cov}
             for m, mae, cov in (("persistence", 15.1, 0.7), ("historical_average", 12.1, 0.8), ("gbt", 10.5, 0.79),
                                 ("lm", 9.4, 0.81))
             for h in (15, 30, 45, 60)]
+
+
+def test_model_report_reads_the_newest_report(page, reports):
+    rows = _rows()
     old = {"dataset": "old", "protocol": "standard", "results": rows[:4]}
     (reports / "old.json").write_text(json.dumps(old))
     import os
@@ -230,11 +244,95 @@ def test_model_report_reads_the_newest_report(page, reports):
     assert at.selectbox(key="rep_path").value.endswith("new.json")
     table = frame_with(at, "15 min")
     assert list(table.index) == ["lm", "gbt", "historical_average", "persistence"]
-    vs = frame_with(at, "gain_pct")
-    assert (vs["best_baseline"] == "gbt").all() and (vs["gain_pct"] > 0).all()
+    vs = frame_with(at, "gain over best baseline (%)")
+    assert (vs["best baseline"] == "gbt").all() and (vs["gain over best baseline (%)"] > 0).all()
     assert "no_text" in set(frame_with(at, "variant")["variant"])
     at.button_group(key="rep_metric").set_value("coverage_p10_p90").run()
     assert frame_with(at, "15 min").index[0] == "lm"  # highest coverage first
+
+
+def test_model_report_opens_on_the_newest_run_date_not_the_newest_file(page, reports):
+    """In a fresh clone every file has the same time: the run date inside the report decides."""
+    import os
+
+    rows = _rows()
+    files = {"a_undated.json": {"dataset": "scats", "protocol": "standard", "results": rows},
+             "b_older.json": {"dataset": "scats", "protocol": "standard", "run_date": "2026-11-29T18:00:00+00:00",
+                              "results": rows},
+             "c_newer.json": {"dataset": "scats", "protocol": "cold-start", "run_date": "2026-12-04T09:30:00+00:00",
+                              "results": rows}}
+    for name, data in files.items():
+        (reports / name).write_text(json.dumps(data))
+        os.utime(reports / name, (1_700_000_000, 1_700_000_000))  # equal file times, as after a clone
+    os.utime(reports / "a_undated.json", (1_800_000_000, 1_800_000_000))  # newest file, but no run date
+    at = page("model_report")
+    box = at.selectbox(key="rep_path")
+    assert box.value.endswith("c_newer.json")
+    assert box.options == ["scats · cold-start protocol · run 4 Dec 2026, 09:30 UTC",
+                           "scats · standard protocol · run 29 Nov 2026, 18:00 UTC",
+                           "scats · standard protocol · run date not recorded"]
+    assert not any("/" in o or ".json" in o for o in box.options)
+    assert "scats · cold-start protocol · run 4 Dec 2026, 09:30 UTC" in texts(at)
+
+
+def test_model_report_speaks_plainly_percent_and_rounded_times(page, reports):
+    rep = {"dataset": "scats", "protocol": "standard", "run_date": "2026-12-04T09:30:00+00:00", "results": _rows(),
+           "ablations": [dict(_rows()[-1], variant="no_text")],
+           "timing": {"load_s": 0.52, "total_s": 1710.7535680880028,
+                      "models": {"gbt": {"fit_s": 88.2, "test_samples": 93660, "peak_rss_mb": 760.6}}}}
+    (reports / "r.json").write_text(json.dumps(rep))
+    at = page("model_report")
+    columns = {c for df in at.dataframe for c in df.value.columns}
+    assert not columns & {"horizon_min", "gain_pct", "off_goal_pts", "coverage_pct", "coverage_p10_p90", "mae"}
+    cov = frame_with(at, "off the 80% goal (points)")
+    lm15 = cov[(cov["model"] == "lm") & (cov["horizon (min)"] == 15)]
+    assert lm15["P10-P90 coverage (%)"].item() == 81.0 and lm15["off the 80% goal (points)"].item() == 1.0
+    assert frame_with(at, "variant")["P10-P90 coverage (%)"].item() == 81.0  # ablations in percent too
+    timing = frame_with(at, "time or amount").set_index("what")["time or amount"]
+    assert timing["whole run"] == "28.5 min" and timing["gbt · fit"] == "1.5 min"
+    assert timing["loading the data"] == "0.5 s" and timing["gbt · test samples"] == "93,660"
+    assert timing["gbt · peak memory"] == "761 MB"
+    at.button_group(key="rep_metric").set_value("coverage_p10_p90").run()
+    assert frame_with(at, "15 min").loc["lm", "15 min"] == 81.0
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    (goal,) = [a for a in spec["layout"]["annotations"] if a["text"] == "goal 80%"]
+    assert goal["x"] >= 1 and goal["xanchor"] == "left" and goal["y"] == 80  # right of the plot area, off the lines
+    ys = np.concatenate([_plotly_array(tr["y"]) for tr in spec["data"]])
+    assert min(ys) >= 70 and max(ys) <= 81  # the lines are drawn in percent, like the goal
+
+
+def test_model_report_labels_synthetic_reports(page, reports):
+    rep = {"dataset": "city", "protocol": "standard", "split": {"synthetic": True}, "results": _rows()}
+    (reports / "s.json").write_text(json.dumps(rep))
+    at = page("model_report")
+    assert "Synthetic data" in "\n".join(c.value for c in at.caption)
+
+
+def test_model_report_shows_mean_sd_and_intervals_of_a_seeded_report(page, reports):
+    rows = [dict(r, mae_sd=0.05 if r["model"] != "persistence" else 0.0, rmse_sd=0.1, coverage_p10_p90_sd=0.004,
+                 n_seeds=1 if r["model"] == "persistence" else 3) for r in _rows()]
+    cis = [{"model": "lm", "reference": "gbt", "horizon_min": h, "metric": "mae", "mean": -0.045, "lo": -0.111,
+            "hi": 0.033, "share_below_zero": 0.88, "n": 85000} for h in (15, 30, 45, 60)]
+    rep = {"dataset": "scats", "protocol": "standard", "run_date": "2026-12-04T09:30:00+00:00", "seeds": [0, 1, 2],
+           "deterministic": ["persistence"], "results": rows, "intervals": cis,
+           "bootstrap": {"block_hours": 4.0, "replicates": 2000, "reference": "gbt"},
+           "per_seed": [{"seed": 1, "models": ["gbt"], "results": [], "timing": {"gbt": {"fit_s": 172.6}},
+                         "wall_s": 179.25}],
+           "timing": {"load_s": 0.16, "total_s": 423.4, "wall_s_per_seed": {"1": 179.25}}}
+    (reports / "seeds.json").write_text(json.dumps(rep))
+    at = page("model_report")
+    assert at.selectbox(key="rep_path").options == ["scats · standard protocol · 3 seeds · run 4 Dec 2026, 09:30 UTC"]
+    summary = frame_with(at, "seeds").set_index(["model", "horizon (min)"])
+    assert summary.loc[("gbt", 15), "MAE"] == "10.750 ± 0.050"
+    assert summary.loc[("gbt", 15), "P10-P90 coverage (%)"] == "79.0 ± 0.4"
+    assert summary.loc[("persistence", 15), "seeds"] == "1, deterministic"
+    ci = frame_with(at, "95% interval")
+    assert list(ci["95% interval"]) == ["-0.111 to +0.033"] * 4
+    assert list(ci["replicates where it beats gbt (%)"]) == [88.0] * 4
+    assert "4-hour blocks" in texts(at)
+    timing = frame_with(at, "time or amount").set_index("what")["time or amount"]
+    assert timing["seed 1"] == "3.0 min" and timing["seed 1 · gbt · fit"] == "2.9 min"
+    assert timing["whole run"] == "7.1 min"
 
 
 def test_whatif_verify_in_sumo_sets_simulated_beside_analytic(page):

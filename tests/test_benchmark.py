@@ -28,7 +28,8 @@ def test_standard_report_shape(city):
     _, store = city
     models = ["persistence", "historical_average", "gbt"]
     report = run_benchmark(store, "tiny", "standard", models, model_kwargs={"gbt": FAST_GBT}, ablations=True)
-    assert set(report) == {"dataset", "protocol", "split", "results", "ablations", "timing"}
+    assert set(report) == {"dataset", "protocol", "run_date", "split", "results", "ablations", "timing"}
+    assert report["run_date"].endswith("+00:00")  # UTC, so the model report can rank reports by it
     assert report["dataset"] == "tiny" and report["protocol"] == "standard"
     assert report["split"]["test"] == ["2024-01-19", "2024-01-22"]
     assert [(r["model"], r["horizon_min"]) for r in report["results"]] == [

@@ -7,11 +7,14 @@ registered class (the language model included) runs through the same code as the
 
 The report (also written as OUT.json by `trafficcore benchmark --json`):
 
-    {"dataset", "protocol", "split": {...how rows were chosen...},
+    {"dataset", "protocol", "run_date" (ISO 8601, UTC), "split": {...how rows were chosen...},
      "results":   [{"model", "horizon_min", "mae", "rmse", "wape", "coverage_p10_p90", "pinball", "n"}, ...],
      "ablations": [{...same fields..., "variant"}, ...],
      "timing":    {"load_s", "total_s", "models": {name: {"fit_s", "predict_s", "test_samples",
                                                           "samples_per_s", "peak_rss_mb"}}}}
+
+Several seeds (`trafficcore benchmark --seeds 0,1,2`: mean ± sd and paired bootstrap intervals against gbt)
+are run by `trafficcore.evaluation.seeds`, which calls `run_benchmark` once per seed.
 
 `inference_speed(store, dataset, model_dirs)` (`trafficcore benchmark --speed DIR,...`) times saved models
 forecasting every detector x horizon x quantile at one issue time: cold and warm wall time, CPU time,
@@ -32,12 +35,14 @@ Extension points, all optional, looked up on the model object (duck typing, no b
   case; the hook lets a model switch to features that do not need a detector's own history.
 - a constructor that accepts ``spec`` (a WindowSpec): the runner passes the protocol's spec (and
   the union of horizons across models under ``standard``) so that all models are scored on the
-  same issue times and horizons; a constructor accepting ``seed`` gets the benchmark's seed.
+  same issue times and horizons; a constructor accepting ``seed`` (by name or through ``**kwargs``) gets the
+  benchmark's seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import inspect
 import math
 import resource
@@ -52,6 +57,7 @@ from trafficcore.data.panel import Panel, load_panel
 from trafficcore.data.store import Store
 from trafficcore.data.windows import Samples, WindowSpec, build_samples
 from trafficcore.errors import TrafficCoreError
+from trafficcore.evaluation import datasets as eval_datasets
 from trafficcore.evaluation import metrics
 from trafficcore.evaluation.protocols import PROTOCOLS, ProtocolError, cold_start_split, standard_split, tgcn_setup
 from trafficcore.models import registry
@@ -71,6 +77,11 @@ def _accepts_spec(cls) -> bool:
     return "spec" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _takes_seed(params) -> bool:
+    """A constructor takes a seed when it names one or passes **kwargs on (the LM hands them to its config)."""
+    return "seed" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _create(name: str, spec: WindowSpec | None, seed: int, kwargs: dict):
     """A fresh model by registry name, handing it `spec`/`seed` where its constructor takes them."""
     try:
@@ -83,7 +94,7 @@ def _create(name: str, spec: WindowSpec | None, seed: int, kwargs: dict):
     kw = dict(kwargs)
     if spec is not None and _accepts_spec(cls):
         kw.setdefault("spec", spec)
-    if "seed" in params:
+    if _takes_seed(params):
         kw.setdefault("seed", seed)
     model = registry.create(name, **kw)
     if spec is not None and kw.get("spec") is None and model.spec != spec:
@@ -153,6 +164,31 @@ def score_tgcn(name: str, setup, issue_idx: np.ndarray, y: np.ndarray, q: np.nda
 
 
 # ------------------------------------------------------------------------------ the runner
+@dataclasses.dataclass
+class SampleErrors:
+    """One model's test errors per sample: issue row, detector column, |P50 - truth| per horizon (NaN: no truth)."""
+
+    issue_idx: np.ndarray
+    detector_idx: np.ndarray
+    abs_err: np.ndarray  # (N, S)
+    horizons_min: tuple[int, ...]
+
+
+def load_dataset(store: Store, dataset: str, measure: str | None = None) -> tuple[Panel, dict, str | None]:
+    """The dataset's panel, its info and the measure chosen (the dataset's own when it mixes measures)."""
+    try:
+        info = store.dataset_info(dataset)
+    except KeyError as e:
+        raise BenchmarkError(f"{e.args[0]}; known datasets: {store.dataset_names()}") from None
+    det = store.detectors(dataset)
+    if measure is None and det["measure"].nunique() > 1:
+        measure = info["measure"]
+    panel = load_panel(store, dataset, measure=measure)
+    if len(panel.times) == 0 or panel.values.shape[1] == 0:
+        raise BenchmarkError(f"dataset {dataset!r} has no observations{f' of measure {measure}' if measure else ''}")
+    return panel, info, measure
+
+
 def _build_models(protocol: str, names: list[str], panel: Panel, seed: int, model_kwargs: dict) -> dict:
     """Models by name. The protocol fixes the window spec under tgcn; under standard/cold-start
     each model keeps its own history length, and all are asked for the union of the horizons any
@@ -209,14 +245,20 @@ def run_benchmark(
     cold_start_fraction: float = 0.2,
     save_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
+    loaded: tuple[Panel, dict, str | None] | None = None,
+    errors: dict | None = None,
 ) -> dict:
     """Fit, forecast and score `models` on `dataset` under `protocol`; returns the report dict.
 
     `measure` picks one measure when a dataset mixes volume and speed detectors (default: the
     dataset's own `measure`). `save_dir`, when given, receives each fitted model in a subfolder.
     `on_step(message)` is called as each stage starts (the CLI drives a progress bar with it).
+    `loaded`: what `load_dataset` returned, so that several runs (seeds) read the store once.
+    `errors`: a dict that receives, per model, each test sample's issue row, detector column and absolute
+    error per horizon (`SampleErrors`), for paired comparisons across models (standard and cold-start).
     """
     t_start = time.perf_counter()
+    run_date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     step = on_step or (lambda message: None)
     if protocol not in PROTOCOLS:
         raise BenchmarkError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
@@ -232,16 +274,10 @@ def run_benchmark(
     np.random.seed(seed)
 
     step(f"loading {dataset}")
-    try:
-        info = store.dataset_info(dataset)
-    except KeyError as e:
-        raise BenchmarkError(f"{e.args[0]}; known datasets: {store.dataset_names()}") from None
-    det = store.detectors(dataset)
-    if measure is None and det["measure"].nunique() > 1:
-        measure = info["measure"]
-    panel = load_panel(store, dataset, measure=measure)
-    if len(panel.times) == 0 or panel.values.shape[1] == 0:
-        raise BenchmarkError(f"dataset {dataset!r} has no observations{f' of measure {measure}' if measure else ''}")
+    if loaded is None:
+        loaded = load_dataset(store, dataset, measure)
+    panel, info, measure = loaded
+    panel, prepared = eval_datasets.prepare(panel, protocol)
     load_s = time.perf_counter() - t_start
 
     built = _build_models(protocol, models, panel, seed, model_kwargs)
@@ -273,6 +309,9 @@ def run_benchmark(
             rows = score_tgcn(label, setup, samples.issue_idx, y, q)
         else:
             rows = score_standard(label, model.spec, y, q)
+            if errors is not None:
+                errors[label] = SampleErrors(samples.issue_idx.copy(), samples.detector_idx.copy(),
+                                             np.abs(q[..., 1] - y), tuple(int(h) for h in model.spec.horizons_min))
         timing = {"fit_s": fit_s, "predict_s": predict_s, "test_samples": len(samples),
                   "samples_per_s": len(samples) / predict_s if predict_s > 0 else None,
                   "peak_rss_mb": _peak_rss_mb()}
@@ -292,8 +331,10 @@ def run_benchmark(
     report = {
         "dataset": dataset,
         "protocol": protocol,
+        "run_date": run_date,
         "split": {**split_info, "measure": measure or info.get("measure"), "synthetic": bool(info.get("synthetic")),
-                  "detectors": int(panel.values.shape[1])},
+                  "detectors": int(panel.values.shape[1]), "interval_s": int(panel.interval.total_seconds()),
+                  **({"evaluation": prepared} if prepared else {})},
         "results": results,
         "ablations": ablation_rows,
         "timing": {"load_s": load_s, "total_s": time.perf_counter() - t_start, "models": timing},

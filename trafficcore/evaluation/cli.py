@@ -30,6 +30,10 @@ def benchmark(
     json_out: Path | None = typer.Option(None, "--json", help="write the report as JSON to this file"),
     db: Path | None = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB, else data/)"),
     seed: int = typer.Option(0, "--seed", help="seed for models and the cold-start site draw"),
+    seeds: str | None = typer.Option(None, "--seeds", help="instead of --seed: run once per seed (e.g. 0,1,2) and "
+                                     "report mean ± sd and paired bootstrap intervals against gbt"),
+    block_hours: float = typer.Option(4.0, "--block-hours", help="--seeds: bootstrap block length in hours"),
+    replicates: int = typer.Option(2000, "--replicates", help="--seeds: bootstrap replicates"),
     ablations: bool = typer.Option(False, "--ablations/--no-ablations", help="also score models' ablation variants"),
     save_models: Path | None = typer.Option(None, "--save-models", help="save each fitted model under this folder"),
     preset: str | None = typer.Option(None, "--preset", help="training preset of the lm model: quick | full"),
@@ -74,6 +78,10 @@ def benchmark(
         bar.set_description(message)
         bar.update(1)
 
+    if seeds is not None:
+        _seeds(path, dataset, protocol, names, seeds, model_kwargs, block_hours, replicates, json_out, started,
+               bar, on_step)
+        return
     try:
         report = run_benchmark(Store(path, read_only=True), dataset, protocol, names, seed=seed, ablations=ablations,
                                save_dir=save_models, on_step=on_step, model_kwargs=model_kwargs)
@@ -83,6 +91,29 @@ def benchmark(
     bar.close()
     typer.echo(markdown_table(report))
     typer.echo(f"\n{len(names)} model(s) in {time.perf_counter() - started:.1f} s")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+        typer.echo(f"wrote {json_out}")
+
+
+def _seeds(path: Path, dataset: str, protocol: str, names: list[str], seeds: str, model_kwargs: dict,
+           block_hours: float, replicates: int, json_out: Path | None, started: float, bar, on_step) -> None:
+    from trafficcore.data.store import Store
+    from trafficcore.evaluation.seeds import parse_seeds, run_seeds, seeds_table
+
+    try:
+        seed_list = parse_seeds(seeds)
+        bar.total = 1 + 2 * len(names) * len(seed_list)
+        report = run_seeds(Store(path, read_only=True), dataset, protocol, names, seed_list,
+                           model_kwargs=model_kwargs, block_hours=block_hours, replicates=replicates,
+                           on_step=on_step)
+    except TrafficCoreError as e:
+        bar.close()
+        _fail(str(e))
+    bar.close()
+    typer.echo(seeds_table(report))
+    typer.echo(f"\n{len(names)} model(s) x {len(seed_list)} seed(s) in {time.perf_counter() - started:.1f} s")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))

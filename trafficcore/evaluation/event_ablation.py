@@ -57,7 +57,7 @@ def variant_texts(model, panel: Panel, samples: Samples, seed: int = 0) -> dict[
     """The texts each variant reads (`numeric path` reads none)."""
     parts = model.text_parts(panel, samples)
     fields_free = []
-    fc = model._context(panel)
+    fc = model.context(panel)
     for d, r in zip(samples.detector_idx, samples.issue_idx, strict=True):
         f = fc.fields(int(d), int(r))
         if not model.cfg.site_description:

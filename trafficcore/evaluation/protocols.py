@@ -14,6 +14,9 @@
   can leak into training, and at test time they are forecast from description, neighbours and
   the cross-site profile only.
 
+Per-dataset evaluation settings (Aarhus CityPulse: 5-minute counts summed to 15 minutes) live in
+`trafficcore.evaluation.datasets` and shape the panel before ``standard`` or ``cold-start`` splits it.
+
 Purging: an issue time belongs to a period only if all the targets of its longest horizon lie in
 that period too, so no training target falls in a validation or test day. Histories may reach
 back into the previous period; that is data a forecaster would have at that moment.

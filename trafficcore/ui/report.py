@@ -1,6 +1,11 @@
 """The model report: the newest benchmark JSON (`trafficcore benchmark --json OUT.json`) as tables.
 
-Where reports are looked for, newest first: ``$TRAFFICCORE_REPORTS`` (folders separated by the
+"Newest" is read from the report itself (its ``run_date``, ISO 8601 UTC), because file times say nothing
+in a fresh clone (every file gets the checkout's time); reports without a run date rank oldest, then by
+file time, then by name. Reports are named in words (dataset, protocol, run date), never by file path.
+Fractions (coverage, WAPE) are shown in percent everywhere, and durations in s / min / h.
+
+Where reports are looked for: ``$TRAFFICCORE_REPORTS`` (folders separated by the
 path separator) when set, else ``reports/`` and the committed results in ``docs/results/``; then
 ``data/`` and the shipped model's folder. A JSON file counts as a
 benchmark report when it has a ``results`` list whose entries carry ``model``, ``horizon_min``
@@ -10,7 +15,9 @@ malformed raises a DataError naming the file.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import os
 from pathlib import Path
 
@@ -23,11 +30,70 @@ from trafficcore.errors import DataError
 METRICS = ("mae", "rmse", "wape", "coverage_p10_p90")
 #: Every metric a report may carry (tgcn adds the T-GCN table's), its label, and whether higher is better.
 METRIC_INFO = {
-    "mae": ("MAE", False), "rmse": ("RMSE", False), "wape": ("WAPE", False),
-    "coverage_p10_p90": ("P10-P90 coverage", True), "pinball": ("Pinball loss", False),
+    "mae": ("MAE", False), "rmse": ("RMSE", False), "wape": ("WAPE (%)", False),
+    "coverage_p10_p90": ("P10-P90 coverage (%)", True), "pinball": ("Pinball loss", False),
     "accuracy": ("Accuracy (T-GCN)", True), "r2": ("R² (T-GCN)", True),
     "explained_variance": ("Explained variance", True),
 }
+
+
+#: Metrics stored as fractions and shown in percent.
+PERCENT = ("wape", "coverage_p10_p90")
+COVERAGE_GOAL_PCT = 80.0
+#: Plain words for the stored column names.
+COLUMNS = {"horizon_min": "horizon (min)", "best_baseline": "best baseline", "baseline_mae": "best baseline's MAE",
+           "gain_pct": "gain over best baseline (%)", "coverage_pct": "P10-P90 coverage (%)",
+           "off_goal_pts": "off the 80% goal (points)", "n_seeds": "seeds", "n": "samples",
+           **{m: info[0] for m, info in METRIC_INFO.items()}}
+
+
+def scale(metric: str) -> float:
+    """What a stored metric is multiplied by for display (100 for fractions shown in percent)."""
+    return 100.0 if metric in PERCENT else 1.0
+
+
+def for_display(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with fractions in percent and plain column names."""
+    out = df.copy()
+    for m in PERCENT:
+        if m in out.columns:
+            out[m] = out[m] * 100.0
+    return out.rename(columns=COLUMNS)
+
+
+def duration(seconds) -> str:
+    """1710.75 -> '28.5 min'; 88.2 -> '88 s'; 4.93 -> '4.9 s'; 7300 -> '2.0 h'."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def run_date(data: dict) -> dt.datetime | None:
+    """The report's run date (timezone-aware, UTC when it names none), or None when it has none or it is unreadable."""
+    raw = data.get("run_date") if isinstance(data, dict) else None
+    try:
+        when = dt.datetime.fromisoformat(str(raw)) if raw else None
+    except ValueError:
+        return None
+    return None if when is None else when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def describe(data: dict) -> str:
+    """A report named in words: 'scats · standard protocol · 3 seeds · run 4 Dec 2026, 18:20 UTC'."""
+    parts = [str(data.get("dataset") or "unknown dataset"), f"{data.get('protocol') or 'unknown'} protocol"]
+    seeds = data.get("seeds")
+    if isinstance(seeds, list) and seeds:
+        parts.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+    when = run_date(data)
+    when = when.astimezone(dt.UTC) if when else None
+    parts.append(f"run {when.day} {when:%b %Y, %H:%M} UTC" if when else "run date not recorded")
+    return " · ".join(parts)
 
 
 def metrics_in(results: pd.DataFrame) -> list[str]:
@@ -55,8 +121,15 @@ def _looks_like_report(data) -> bool:
 
 
 def find_reports(dirs: list[Path] | None = None, max_bytes: int = 20 * 2**20) -> list[Path]:
-    """Benchmark report files, newest first (by modification time)."""
-    found = []
+    """Benchmark report files, newest first: by the run date they store; those without one after all dated ones,
+    by file time, then by name."""
+    return list(report_names(dirs, max_bytes))
+
+
+def report_names(dirs: list[Path] | None = None, max_bytes: int = 20 * 2**20) -> dict[Path, str]:
+    """Benchmark report files (newest first, as `find_reports`) and their names in words (`describe`);
+    a name two reports share gets ' (2)', ' (3)', ... on the older ones."""
+    found: dict[Path, dict] = {}
     for d in dirs if dirs is not None else report_dirs():
         for p in d.rglob("*.json"):
             try:
@@ -66,8 +139,17 @@ def find_reports(dirs: list[Path] | None = None, max_bytes: int = 20 * 2**20) ->
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 continue
             if _looks_like_report(data):
-                found.append(p)
-    return sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)
+                found[p] = data
+    oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    order = sorted(found, key=lambda p: p.name)
+    order.sort(key=lambda p: (run_date(found[p]) or oldest, p.stat().st_mtime), reverse=True)
+    names: dict[Path, str] = {}
+    seen: dict[str, int] = {}
+    for p in order:
+        name = describe(found[p])
+        seen[name] = seen.get(name, 0) + 1
+        names[p] = name if seen[name] == 1 else f"{name} ({seen[name]})"
+    return names
 
 
 def load_report(path: str | Path) -> dict:
@@ -132,6 +214,76 @@ def coverage_table(results: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns="coverage_p10_p90")
 
 
+#: Plain words for the timing keys a report stores.
+TIMING_WORDS = {"load_s": "loading the data", "total_s": "whole run", "fit_s": "fit", "predict_s": "forecast test set",
+                "test_samples": "test samples", "samples_per_s": "samples per second", "peak_rss_mb": "peak memory",
+                "wall_s_per_seed": "seed", "models": ""}
+
+
+def timing_rows(report: dict) -> pd.DataFrame:
+    """The report's `timing` in words: ('gbt · fit', '1.5 min'), durations rounded, counts and memory readable.
+    A report made with --seeds adds each seed's model timings ('seed 1 · gbt · fit')."""
+    rows = []
+    flat = flat_timing(report)
+    for run in report.get("per_seed") or []:
+        per = flat_timing({"timing": {"models": run.get("timing") or {}}})
+        flat = pd.concat([flat, per.assign(what="seed " + str(run.get("seed")) + "." + per["what"])], ignore_index=True)
+    for what, value in flat.itertuples(index=False):
+        keys = what.split(".")
+        leaf = keys[-1]
+        words = [TIMING_WORDS.get(k, k) for k in keys[:-1]]
+        if keys[0] == "wall_s_per_seed":
+            words, leaf_word, kind = [f"seed {leaf}"], "", "s"
+        else:
+            leaf_word = TIMING_WORDS.get(leaf, leaf)
+            kind = "mb" if leaf.endswith("_mb") else "rate" if leaf.endswith("per_s") else (
+                "s" if leaf.endswith("_s") else "")
+        label = " · ".join(w for w in [*words, leaf_word] if w)
+        if kind == "s":
+            text = duration(value)
+        elif kind == "mb" and isinstance(value, (int, float)):
+            text = f"{value:,.0f} MB"
+        elif isinstance(value, float):
+            text = f"{value:,.0f}"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            text = f"{value:,}"
+        else:
+            text = str(value)
+        rows.append((label, text))
+    return pd.DataFrame(rows, columns=["what", "time or amount"])
+
+
+def seed_summary(report: dict) -> pd.DataFrame:
+    """Mean ± sd over seeds per model and horizon (reports made with --seeds); empty for one-seed reports."""
+    if not report.get("seeds"):
+        return pd.DataFrame()
+    det = set(report.get("deterministic") or [])
+    rows = []
+    for r in report.get("results") or []:
+        row = {"model": r["model"], "horizon (min)": int(r["horizon_min"])}
+        for m in ("mae", "rmse", "coverage_p10_p90"):
+            v, sd = r.get(m), r.get(f"{m}_sd")
+            k, digits = scale(m), 1 if m in PERCENT else 3
+            row[METRIC_INFO[m][0]] = "-" if v is None else f"{k * v:.{digits}f} ± {k * (sd or 0.0):.{digits}f}"
+        n = r.get("n_seeds")
+        row["seeds"] = f"{n}, deterministic" if r["model"] in det else str(n)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def interval_table(report: dict) -> pd.DataFrame:
+    """The paired bootstrap intervals (model's MAE minus the reference's) in words; empty when the report has none."""
+    cis = report.get("intervals") or []
+    if not cis:
+        return pd.DataFrame()
+    ref = cis[0].get("reference", "gbt")
+    return pd.DataFrame([{"model": c["model"], "horizon (min)": int(c["horizon_min"]),
+                          f"MAE minus {ref}'s": round(c["mean"], 3),
+                          "95% interval": f"{c['lo']:+.3f} to {c['hi']:+.3f}",
+                          f"replicates where it beats {ref} (%)": round(100 * c["share_below_zero"], 1)}
+                         for c in cis])
+
+
 def flat_timing(report: dict) -> pd.DataFrame:
     """The report's `timing` object as (what, value) rows, nested keys joined with '.'."""
     rows: list[tuple[str, object]] = []
@@ -173,9 +325,11 @@ def shipped_model_card(model_dir: Path | None = None) -> dict | None:
         cfg = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    keep = ("model_class", "name", "backbone", "backbone_sha256", "metrics", "dataset", "trained_at", "preset",
-            "fine_tune", "spec")
-    return {k: cfg[k] for k in keep if k in cfg}
+    keep = ("model_class", "name", "backbone", "metrics", "dataset", "recipe", "model", "spec")
+    card = {k: cfg[k] for k in keep if k in cfg}
+    if isinstance(card.get("recipe"), dict):  # the training recipe it ran, by name; the phases stay in config.json
+        card["recipe"] = card["recipe"].get("name")
+    return card
 
 
 def model_card_metrics(card: dict | None) -> pd.DataFrame:
