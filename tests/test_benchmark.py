@@ -48,6 +48,25 @@ def test_standard_report_shape(city):
     assert "| persistence | 15 |" in table and "gbt / no_neighbours" in table
 
 
+def test_a_stack_blends_the_members_the_run_fitted(city, monkeypatch):
+    """Listed before its members, the stack is still scored after them and reuses their fits (gbt fitted once),
+    and on test its MAE is never worse than its worse member's."""
+    from trafficcore.models.baselines import GradientBoosting
+
+    _, store = city
+    fits = []
+    original = GradientBoosting.fit
+    monkeypatch.setattr(GradientBoosting, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
+    members = {"historical_average": {}, "gbt": FAST_GBT}
+    report = run_benchmark(store, "tiny", "standard", ["stack", "historical_average", "gbt"],
+                           model_kwargs={"gbt": FAST_GBT, "stack": {"members": members}})
+    assert len(fits) == 1
+    mae = {(r["model"], r["horizon_min"]): r["mae"] for r in report["results"]}
+    assert [r["model"] for r in report["results"]][-1] == "stack"
+    for h in (15, 30, 45, 60):
+        assert mae[("stack", h)] <= max(mae[("gbt", h)], mae[("historical_average", h)]) + 1e-9
+
+
 def test_standard_persistence_number_by_hand(city):
     panel, store = city
     report = run_benchmark(store, "tiny", "standard", ["persistence"])

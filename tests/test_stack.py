@@ -96,7 +96,9 @@ def test_save_load_round_trip_gives_identical_forecasts_and_no_pickle(stack, cit
     stack.save(tmp_path / "stack")
     cfg = json.loads((tmp_path / "stack" / "config.json").read_text())
     assert cfg["model_class"] == "stack" and cfg["members"] == ["historical_average", "gbt"]
-    assert np.asarray(cfg["weights"]).shape == (4, 2)
+    from safetensors.numpy import load_file
+
+    assert load_file(str(tmp_path / "stack" / "model.safetensors"))["weights"].shape == (4, 2)
     assert sorted(p.name for p in (tmp_path / "stack" / "members").iterdir()) == ["gbt", "historical_average"]
     assert not [p for p in (tmp_path / "stack").rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".joblib")]
     again = load_model(tmp_path / "stack")
@@ -162,8 +164,11 @@ def test_a_stack_with_a_tiny_language_model_fits_saves_and_loads(city, tmp_path)
     """Smoke test with the real `lm` member at its smallest settings (one encoder layer, two steps)."""
     pytest.importorskip("torch")
     panel, split = city
-    lm = {"num_layers": 1, "mode": "frozen", "use_text": False, "max_val_samples": 64, "skip_pretrain_epochs": 0,
-          "train": {"max_steps": 2, "batch_size": 8, "eval_every": 2, "progress": False, "device": "cpu"}}
+    from trafficcore.models.lm import Phase, Recipe
+
+    tiny = Recipe("tiny", "two steps", (Phase("all", trains="all", steps=2, batch_size=8, evals=1),),
+                  model={"num_layers": 1}, val_samples=64, eval_samples=64)
+    lm = {"recipe": tiny, "mode": "frozen", "use_text": False, "device": "cpu", "progress": False}
     val = split.val[::8]  # a few issue times keep the language model's forecasts quick
     model = StackForecaster(members={"gbt": FAST_GBT, "lm": lm}).fit(panel, split.train, val)
     assert np.allclose(model.weights.sum(axis=1), 1.0) and "language model" in model.display_name.lower()

@@ -23,16 +23,18 @@ samples/s and peak memory.
 Under ``tgcn`` each result also carries the T-GCN table's "accuracy", "r2" and
 "explained_variance", pooled over the 1..k predicted steps of its horizon.
 
-Extension points, all optional, looked up on the model object (duck typing, no base class):
+Extension points, all optional, declared as protocols in `trafficcore.models.base`:
 
-- ``ablation_variants() -> dict[str, Forecaster]``: called on the *unfitted* main model when
+- ``HasAblations.ablation_variants() -> dict[str, Forecaster]``: called on the *unfitted* main model when
   ablations are requested; each returned model is fitted and scored exactly like the main one
   (same split, same test samples) and reported under "ablations" with its key as "variant". A
   variant that shares trained parts with another may make its `fit` cheap; the runner does not
   care. Example: `GradientBoosting.ablation_variants()` drops one feature group per variant.
-- ``configure_cold_start(held_out_detector_ids: list[str])``: called before `fit` under the
+- ``SupportsColdStart.configure_cold_start(held_out_detector_ids: list[str])``: called before `fit` under the
   cold-start protocol. Held-out detectors' readings are NaN in the panel the model sees in any
   case; the hook lets a model switch to features that do not need a detector's own history.
+- a stack (`trafficcore.models.stack`) listed with its members blends the members this run fitted (it is
+  scored after them), so "stack" costs only its weights and band on top of gbt and lm;
 - a constructor that accepts ``spec`` (a WindowSpec): the runner passes the protocol's spec (and
   the union of horizons across models under ``standard``) so that all models are scored on the
   same issue times and horizons; a constructor accepting ``seed`` (by name or through ``**kwargs``) gets the
@@ -61,7 +63,9 @@ from trafficcore.evaluation import datasets as eval_datasets
 from trafficcore.evaluation import metrics
 from trafficcore.evaluation.protocols import PROTOCOLS, ProtocolError, cold_start_split, standard_split, tgcn_setup
 from trafficcore.models import registry
+from trafficcore.models.base import HasAblations, SupportsColdStart
 from trafficcore.models.baselines import neighbour_index
+from trafficcore.models.stack import StackForecaster
 
 BASELINES = ("persistence", "seasonal_naive", "historical_average", "gbt")
 PREDICT_CHUNK = 50_000
@@ -288,7 +292,7 @@ def run_benchmark(
     held_out_ids = [] if test_dets is None else list(panel.detectors["detector_id"].to_numpy()[test_dets])
 
     def evaluate(label: str, model) -> tuple[list[dict], dict]:
-        if protocol == "cold-start" and hasattr(model, "configure_cold_start"):
+        if protocol == "cold-start" and isinstance(model, SupportsColdStart):
             model.configure_cold_start(held_out_ids)
         step(f"{label}: fit")
         t0 = time.perf_counter()
@@ -318,9 +322,13 @@ def run_benchmark(
         return rows, timing
 
     results, ablation_rows, timing = [], [], {}
-    for name, model in built.items():
-        variants = model.ablation_variants() if ablations and hasattr(model, "ablation_variants") else {}
+    fitted: dict[str, object] = {}
+    for name, model in sorted(built.items(), key=lambda kv: isinstance(kv[1], StackForecaster)):  # stacks last
+        variants = model.ablation_variants() if ablations and isinstance(model, HasAblations) else {}
+        if isinstance(model, StackForecaster):  # blends the members this run fitted, not copies of its own
+            model.members.update({n: fitted[n] for n in model.member_names if n in fitted})
         rows, timing[name] = evaluate(name, model)
+        fitted[name] = model
         results += rows
         if save_dir is not None:
             model.save(Path(save_dir) / name)

@@ -28,26 +28,24 @@ How (`fit(panel, train_rows, val_rows)`):
    80% of validation readings fall inside it. The band never crosses the P50 nor goes below the
    smallest training value when that is >= 0 (counts).
 
-Saved as a folder: `config.json` (model_class "stack", spec, member names, weights, band
-offsets, validation scores) and `members/<name>/`, each written by that member's own `save` and
-read back with `registry.load_model`: nothing is pickled.
+Saved as a model folder (`trafficcore.models.files`): `config.json` (model_class "stack", spec, member
+names, validation scores), the weights and band offsets in `model.safetensors`, and `members/<name>/`,
+each written by that member's own `save` and read back with `registry.load_model`: nothing is pickled.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 from pathlib import Path
 
 import numpy as np
 
 from trafficcore.data.panel import Panel
 from trafficcore.data.windows import Samples, WindowSpec, build_samples
+from trafficcore.models import files
 
-CONFIG = "config.json"
 MEMBERS_DIR = "members"
-FORMAT_VERSION = 1
 #: The members when none are named: the two models that win most often in the benchmark.
 DEFAULT_MEMBERS: dict[str, dict] = {"gbt": {}, "lm": {}}
 #: Steps of the convex-weight grid (0, 0.05, ..., 1).
@@ -250,39 +248,32 @@ class StackForecaster:
         if self.weights is None or self.offsets is None:
             raise RuntimeError("stack: nothing to save, the model is not fitted")
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         for n in self.member_names:
             self.members[n].save(directory / MEMBERS_DIR / n)
         cfg = {
             "model_class": self.model_class,
             "name": self.name,
             "display_name": self.display_name,
-            "format_version": FORMAT_VERSION,
             "spec": _spec_dict(self.spec),
             "members": self.member_names,
-            "horizons_min": list(self.spec.horizons_min),
-            "weights": self.weights.tolist(),
-            "band_offsets": self.offsets.tolist(),
             "coverage": self.coverage,
             "floor": self.floor,
             "metrics": self.metrics,
         }
-        (directory / CONFIG).write_text(json.dumps(cfg, indent=2))
+        files.save_folder(directory, cfg, {"weights": self.weights, "band_offsets": self.offsets})
 
     @classmethod
     def load(cls, directory: Path) -> StackForecaster:
         from trafficcore.models.registry import load_model
 
         directory = Path(directory)
-        cfg = json.loads((directory / CONFIG).read_text())
-        if cfg.get("model_class") != cls.model_class:
-            raise ValueError(f"{directory} holds a {cfg.get('model_class')!r} model, not 'stack'")
-        _check_names(list(cfg["members"]))
+        _check_names(list(files.read_config(directory).get("members", [])))  # before any path is built from them
+        tensors, cfg = files.read_folder(directory, cls.model_class)
         members = {n: load_model(directory / MEMBERS_DIR / n) for n in cfg["members"]}
         model = cls(spec=_spec_from(cfg["spec"]), fitted=members, coverage=cfg["coverage"])
         model.member_names = list(cfg["members"])
-        model.weights = np.asarray(cfg["weights"], dtype=float)
-        model.offsets = np.asarray(cfg["band_offsets"], dtype=float)
+        model.weights = np.asarray(tensors["weights"], dtype=float)
+        model.offsets = np.asarray(tensors["band_offsets"], dtype=float)
         model.floor = cfg["floor"]
         model.metrics = cfg.get("metrics", {})
         return model
