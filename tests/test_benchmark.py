@@ -67,6 +67,26 @@ def test_a_stack_blends_the_members_the_run_fitted(city, monkeypatch):
         assert mae[("stack", h)] <= max(mae[("gbt", h)], mae[("historical_average", h)]) + 1e-9
 
 
+def test_saved_models_are_rescored_without_fitting(city, tmp_path, monkeypatch):
+    """--save-models then --load-models: the same forecasts, scored again with no fit (a stack blends them)."""
+    from trafficcore.models.baselines import GradientBoosting
+
+    _, store = city
+    first = run_benchmark(store, "tiny", "standard", ["historical_average", "gbt"], model_kwargs={"gbt": FAST_GBT},
+                          save_dir=tmp_path)
+
+    def refit(*_a, **_k):
+        raise AssertionError("a saved model was fitted again")
+
+    monkeypatch.setattr(GradientBoosting, "fit", refit)
+    again = run_benchmark(store, "tiny", "standard", ["historical_average", "gbt", "stack"], load_dir=tmp_path,
+                          model_kwargs={"stack": {"members": {"historical_average": {}, "gbt": {}}}})
+    assert [r for r in again["results"] if r["model"] != "stack"] == first["results"]
+    assert again["timing"]["models"]["gbt"]["fit_s"] is None
+    assert again["timing"]["models"]["gbt"]["loaded_from"] == str(tmp_path / "gbt")
+    assert {r["model"] for r in again["results"]} == {"historical_average", "gbt", "stack"}
+
+
 def test_standard_persistence_number_by_hand(city):
     panel, store = city
     report = run_benchmark(store, "tiny", "standard", ["persistence"])

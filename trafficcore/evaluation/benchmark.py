@@ -248,6 +248,7 @@ def run_benchmark(
     model_kwargs: dict[str, dict] | None = None,
     cold_start_fraction: float = 0.2,
     save_dir: Path | None = None,
+    load_dir: Path | None = None,
     on_step: Callable[[str], None] | None = None,
     loaded: tuple[Panel, dict, str | None] | None = None,
     errors: dict | None = None,
@@ -255,7 +256,9 @@ def run_benchmark(
     """Fit, forecast and score `models` on `dataset` under `protocol`; returns the report dict.
 
     `measure` picks one measure when a dataset mixes volume and speed detectors (default: the
-    dataset's own `measure`). `save_dir`, when given, receives each fitted model in a subfolder.
+    dataset's own `measure`). `save_dir`, when given, receives each fitted model in a subfolder; `load_dir`
+    holds models saved so earlier: a model found there (`load_dir/<name>/config.json`) is loaded and scored
+    instead of fitted (re-scoring saved models on another period, or blending them in a stack).
     `on_step(message)` is called as each stage starts (the CLI drives a progress bar with it).
     `loaded`: what `load_dataset` returned, so that several runs (seeds) read the store once.
     `errors`: a dict that receives, per model, each test sample's issue row, detector column and absolute
@@ -291,13 +294,14 @@ def run_benchmark(
 
     held_out_ids = [] if test_dets is None else list(panel.detectors["detector_id"].to_numpy()[test_dets])
 
-    def evaluate(label: str, model) -> tuple[list[dict], dict]:
+    def evaluate(label: str, model, fit: bool = True) -> tuple[list[dict], dict]:
         if protocol == "cold-start" and isinstance(model, SupportsColdStart):
             model.configure_cold_start(held_out_ids)
-        step(f"{label}: fit")
+        step(f"{label}: fit" if fit else f"{label}: loaded")
         t0 = time.perf_counter()
-        model.fit(fit_panel, train, val)
-        fit_s = time.perf_counter() - t0
+        if fit:
+            model.fit(fit_panel, train, val)
+        fit_s = time.perf_counter() - t0 if fit else None
         step(f"{label}: predict")
         if getattr(model, "uses_neighbours", True):
             nb = neighbour_index(fit_panel, model.spec)
@@ -325,9 +329,15 @@ def run_benchmark(
     fitted: dict[str, object] = {}
     for name, model in sorted(built.items(), key=lambda kv: isinstance(kv[1], StackForecaster)):  # stacks last
         variants = model.ablation_variants() if ablations and isinstance(model, HasAblations) else {}
-        if isinstance(model, StackForecaster):  # blends the members this run fitted, not copies of its own
-            model.members.update({n: fitted[n] for n in model.member_names if n in fitted})
-        rows, timing[name] = evaluate(name, model)
+        saved = None if load_dir is None else Path(load_dir) / name
+        if saved is not None and (saved / "config.json").exists():
+            model = registry.load_model(saved)
+            rows, timing[name] = evaluate(name, model, fit=False)
+            timing[name]["loaded_from"] = str(saved)
+        else:
+            if isinstance(model, StackForecaster):  # blends the members this run fitted, not copies of its own
+                model.members.update({n: fitted[n] for n in model.member_names if n in fitted})
+            rows, timing[name] = evaluate(name, model)
         fitted[name] = model
         results += rows
         if save_dir is not None:

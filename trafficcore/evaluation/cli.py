@@ -35,7 +35,10 @@ def benchmark(
     block_hours: float = typer.Option(4.0, "--block-hours", help="--seeds: bootstrap block length in hours"),
     replicates: int = typer.Option(2000, "--replicates", help="--seeds: bootstrap replicates"),
     ablations: bool = typer.Option(False, "--ablations/--no-ablations", help="also score models' ablation variants"),
-    save_models: Path | None = typer.Option(None, "--save-models", help="save each fitted model under this folder"),
+    save_models: Path | None = typer.Option(None, "--save-models", help="save each fitted model under this folder "
+                                            "(--seeds: under FOLDER/seed<k>/)"),
+    load_models: Path | None = typer.Option(None, "--load-models", help="score models saved by --save-models "
+                                            "instead of fitting them (a stack then blends them)"),
     preset: str | None = typer.Option(None, "--preset", help="training preset of the lm model: quick | full"),
     speed: str | None = typer.Option(None, "--speed", help="instead: time saved model folders (comma-separated) "
                                      "forecasting every detector, horizon and quantile at one issue time"),
@@ -80,11 +83,12 @@ def benchmark(
 
     if seeds is not None:
         _seeds(path, dataset, protocol, names, seeds, model_kwargs, block_hours, replicates, json_out, started,
-               bar, on_step)
+               bar, on_step, save_models, load_models)
         return
     try:
         report = run_benchmark(Store(path, read_only=True), dataset, protocol, names, seed=seed, ablations=ablations,
-                               save_dir=save_models, on_step=on_step, model_kwargs=model_kwargs)
+                               save_dir=save_models, load_dir=load_models, on_step=on_step,
+                               model_kwargs=model_kwargs)
     except TrafficCoreError as e:
         bar.close()
         _fail(str(e))
@@ -98,7 +102,8 @@ def benchmark(
 
 
 def _seeds(path: Path, dataset: str, protocol: str, names: list[str], seeds: str, model_kwargs: dict,
-           block_hours: float, replicates: int, json_out: Path | None, started: float, bar, on_step) -> None:
+           block_hours: float, replicates: int, json_out: Path | None, started: float, bar, on_step,
+           save_dir: Path | None = None, load_dir: Path | None = None) -> None:
     from trafficcore.data.store import Store
     from trafficcore.evaluation.seeds import parse_seeds, run_seeds, seeds_table
 
@@ -107,7 +112,7 @@ def _seeds(path: Path, dataset: str, protocol: str, names: list[str], seeds: str
         bar.total = 1 + 2 * len(names) * len(seed_list)
         report = run_seeds(Store(path, read_only=True), dataset, protocol, names, seed_list,
                            model_kwargs=model_kwargs, block_hours=block_hours, replicates=replicates,
-                           on_step=on_step)
+                           on_step=on_step, save_dir=save_dir, load_dir=load_dir)
     except TrafficCoreError as e:
         bar.close()
         _fail(str(e))

@@ -33,6 +33,7 @@ import datetime as dt
 import inspect
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -145,8 +146,12 @@ def run_seeds(
     bootstrap_seed: int = bootstrap.DEFAULT_SEED,
     reference: str = REFERENCE,
     on_step: Callable[[str], None] | None = None,
+    save_dir: Path | None = None,
+    load_dir: Path | None = None,
 ) -> dict:
-    """Run the benchmark once per seed (deterministic models once) and summarise; see the module docstring."""
+    """Run the benchmark once per seed (deterministic models once) and summarise; see the module docstring.
+
+    `save_dir` / `load_dir`: as `run_benchmark`'s, one subfolder per seed (`seed0`, `seed1`, ...)."""
     t_start = time.perf_counter()
     run_date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     models = [m.strip() for m in models if m.strip()]
@@ -162,7 +167,8 @@ def run_seeds(
         errors[seed] = {}
         rep = run_benchmark(store, dataset, protocol, names, seed=seed, model_kwargs=model_kwargs,
                             cold_start_fraction=cold_start_fraction, on_step=on_step, loaded=loaded,
-                            errors=errors[seed])
+                            errors=errors[seed], save_dir=None if save_dir is None else Path(save_dir) / f"seed{seed}",
+                            load_dir=None if load_dir is None else Path(load_dir) / f"seed{seed}")
         per_seed.append({"seed": seed, "models": names, "split": rep["split"], "results": rep["results"],
                          "timing": rep["timing"]["models"], "wall_s": time.perf_counter() - t0})
     split = per_seed[0]["split"]
