@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trafficcore.signal import (
     Plan,
@@ -27,7 +29,7 @@ from trafficcore.signal import (
     uniform_delay,
     webster_cycle,
 )
-from trafficcore.signal.analysis import Model, drew_filter_flow
+from trafficcore.signal.analysis import Model, drew_filter_flow, initial_queue_delay
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 
@@ -246,6 +248,53 @@ def test_initial_queue_carries_unmet_demand():
     under = demand({"N": [1000.0, 1000.0], "E": [300.0, 300.0]})
     assert analyse(plan, under, initial_queue=True).summary["delay_s"] == pytest.approx(
         analyse(plan, under).summary["delay_s"])
+
+
+def test_initial_queue_delay_hcm_appendix_f_cases_hand_worked():
+    """HCM 2000 Appendix F, T = 0.25 h; d3 = 1800 Q_b (1 + u) t / (c T).
+
+    I   no initial queue: d3 = 0.
+    II  Q_b = 10, c = 600, X = 0.5: spare 600 * 0.5 = 300 veh/h, clears in t = 10/300 = 0.0333 h < T,
+        u = 0: d3 = 1800 * 10 * 1 * 0.0333 / (600 * 0.25) = 600 / 150 = 4.0 s.
+    III Q_b = 40, c = 600, X = 0.8: spare 120 veh/h would need 40/120 = 0.333 h > T, so t = T and
+        u = 1 - c T (1 - X) / Q_b = 1 - 600 * 0.25 * 0.2 / 40 = 1 - 30/40 = 0.25 (10 of the 40 still
+        queued at the end): d3 = 1800 * 40 * 1.25 * 0.25 / 150 = 150.0 s.
+    IV  Q_b = 20, c = 500, X = 1.2: the queue grows, t = T, u = 1:
+        d3 = 1800 * 20 * 2 * 0.25 / (500 * 0.25) = 18000 / 125 = 144.0 s.
+    Boundary II/III: Q_b = 30, c = 600, X = 0.8 clears exactly at T: u = 0 either way, d3 = 1800 * 30 * 0.25 / 150 = 90.
+    """
+    d3, t, u = initial_queue_delay([0.0, 10.0, 40.0, 20.0, 30.0], [600.0, 600.0, 600.0, 500.0, 600.0],
+                                   [0.5, 0.5, 0.8, 1.2, 0.8], 0.25)
+    assert d3.tolist() == pytest.approx([0.0, 4.0, 150.0, 144.0, 90.0])
+    assert t.tolist() == pytest.approx([0.0, 10 / 300, 0.25, 0.25, 0.25])
+    assert u.tolist() == pytest.approx([0.0, 0.0, 0.25, 1.0, 0.0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(qb=st.floats(0.0, 5000.0), c=st.floats(1.0, 20000.0), x=st.floats(0.0, 5.0),
+       t_h=st.sampled_from([0.25, 0.5, 1.0]))
+def test_initial_queue_delay_is_never_negative(qb, c, x, t_h):
+    """Whatever the queue, capacity and demand, d3 >= 0, 0 <= u <= 1 and 0 <= t <= T."""
+    d3, t, u = initial_queue_delay(qb, c, x, t_h)
+    assert d3 >= 0.0 and 0.0 <= u <= 1.0 and 0.0 <= t <= t_h
+
+
+def test_initial_queue_that_does_not_clear_gives_positive_delay_on_the_example():
+    """Shipped example at 08:15: E and W carry a queue from 08:00 (X > 1) that X < 1 does not quite clear.
+
+    It used to give d3 = -1909 / -2195 s/veh and an intersection delay of -31.1 s/veh (LOS A). Now d3 is
+    case III by hand from the reported Q_b, c and X.
+    """
+    plan = load_plan(EXAMPLES / "plan_4leg.json")
+    a = analyse(plan, read_demand_csv(EXAMPLES / "demand_4leg.csv"), initial_queue=True)
+    lg = a.lane_groups
+    assert (lg["d3"] >= 0).all() and (a.intervals["delay_s"] > 0).all() and a.summary["delay_s"] > 0
+    at = lg[(lg["interval_start"] == pd.Timestamp("2026-03-10 08:15")) & (lg["lane_group"] == "E.LTR")].iloc[0]
+    qb, c, x = at["initial_queue_veh"], at["c"], at["x"]
+    assert qb > c * 0.25 * (1 - x) > 0  # does not clear within T: case III
+    u = 1 - c * 0.25 * (1 - x) / qb
+    assert at["d3"] == pytest.approx(1800 * qb * (1 + u) * 0.25 / (c * 0.25))
+    assert a.intervals.set_index("interval_start").loc["2026-03-10 08:15", "los"] != "A"
 
 
 def test_analysis_rows_have_out_json_fields():

@@ -22,7 +22,7 @@ Methods (HCM 2000 = Highway Capacity Manual 2000, TRB, Chapter 16 "Signalized In
   (1 - min(1, X) g/C)``, ``PF = (1 - P) f_PA / (1 - g/C)`` with ``P = R_p g/C`` (Exhibit 16-12),
   ``d2 = 900 T [(X - 1) + sqrt((X - 1)^2 + 8 k I X / (c T))]``. With ``initial_queue=True`` the
   unmet demand of one interval becomes the initial queue ``Q_b`` of the next and d1, d3 follow
-  HCM 2000 Appendix F (``d3 = 1800 Q_b (1 + u) t / (c T)``).
+  HCM 2000 Appendix F (``d3 = 1800 Q_b (1 + u) t / (c T)``, cases in `initial_queue_delay`).
 - Level of service by control delay: A <= 10 < B <= 20 < C <= 35 < D <= 55 < E <= 80 < F s/veh;
   a lane group or approach with X > 1 is F whatever its delay (HCM 2010 rule). The intersection
   LOS is by delay alone.
@@ -98,6 +98,37 @@ def progression_factor(g_over_c, arrival_type=3):
     p = np.minimum(1.0, rp * gc)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(gc < 1.0, (1.0 - p) * fpa / (1.0 - gc), 1.0)
+
+
+def initial_queue_delay(qb, c, x, t_h: float):
+    """HCM 2000 Appendix F initial-queue delay: (d3 s/veh, t h, u) for an interval of T = `t_h` hours.
+
+    Why the cases: a queue Q_b left over from the previous interval is served at the spare
+    capacity ``c (1 - X)``, so it clears after ``Q_b / (c (1 - min(1, X)))`` hours if that is
+    within T (cases I/II: ``t`` = that time, ``u = 0``), and otherwise lasts the whole interval
+    (``t = T``). Then ``u`` is the share of Q_b still queued at the end of T, so that the
+    queue-time area is the trapezoid ``T Q_b (1 + u) / 2``: ``u = 1 - c T (1 - min(1, X)) / Q_b``
+    (case III, X < 1: partly served, 0 <= u < 1; X >= 1: the queue does not shrink, u = 1).
+    ``d3 = 1800 Q_b (1 + u) t / (c T)`` spreads that area over the c T vehicles served.
+
+    The form ``u = 1 - c T / (Q_b (1 - min(1, X)))`` (the factor (1 - X) in the denominator) is
+    not the leftover share: it went far below -1 when a queue just failed to clear and gave the
+    shipped example d3 of -1909 s/veh. The form used here is continuous with case II at the
+    clearing boundary and with the X >= 1 case at X = 1, and d3 is never negative.
+    """
+    qb = np.asarray(qb, dtype=float)
+    c = np.asarray(c, dtype=float)
+    x = np.asarray(x, dtype=float)
+    spare = c * (1.0 - np.minimum(1.0, x))  # veh/h left over to serve Q_b
+    has_q = qb > 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        clear = np.where(spare > 0, qb / np.where(spare > 0, spare, 1.0), np.inf)
+        t = np.where(has_q, np.minimum(t_h, clear), 0.0)
+        left = np.where(has_q, 1.0 - c * t_h * (1.0 - np.minimum(1.0, x)) / np.where(has_q, qb, 1.0), 0.0)
+        u = np.where(has_q & (clear >= t_h), np.clip(left, 0.0, 1.0), 0.0)
+        d3 = np.where(has_q, np.where(c > 0, 1800.0 * qb * (1.0 + u) * t / (np.where(c > 0, c, 1.0) * t_h),
+                                      np.inf), 0.0)
+    return d3, t, u
 
 
 def webster_cycle(lost_s: float, y_total: float, cycle_min: float = 0.0, cycle_max: float = np.inf) -> float:
@@ -299,7 +330,11 @@ class Model:
         return self.s_no_lt[gi] * f_lt * g_p / cycle
 
     def _initial_queue(self, v, c, x, d1u, pf, gc, cycle, t_h):
-        """HCM 2000 Appendix F: carry unmet demand between consecutive intervals as Q_b."""
+        """HCM 2000 Appendix F: carry unmet demand between consecutive intervals as Q_b.
+
+        d1 is the saturated delay ``0.5 C (1 - g/C)`` while the initial queue is served (t) and the
+        usual ``d1 PF`` for the rest of the interval; d3 comes from `initial_queue_delay`.
+        """
         d1 = np.empty_like(v)
         d3 = np.zeros_like(v)
         qb_all = np.zeros_like(v)
@@ -307,14 +342,7 @@ class Model:
         qb = np.zeros(v.shape[:1] + v.shape[2:])
         for n in range(v.shape[1]):
             xn, cn, vn = x[:, n], c[:, n], v[:, n]
-            safe_c = np.where(cn > 0, cn, 1.0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                clear = np.where(xn < 1.0, qb / (safe_c * np.maximum(1e-12, 1.0 - xn)), np.inf)
-                t = np.where(qb > 0, np.minimum(t_h, clear), 0.0)
-                u = np.where(t < t_h, 0.0,
-                             np.where(xn >= 1.0, 1.0, 1.0 - safe_c * t_h / np.where(qb > 0, qb, 1.0) /
-                                      np.maximum(1e-12, 1.0 - xn)))
-            d3[:, n] = np.where(qb > 0, 1800.0 * qb * (1.0 + u) * t / (safe_c * t_h), 0.0)
+            d3[:, n], t, _ = initial_queue_delay(qb, cn, xn, t_h)
             d1[:, n] = ds * t / t_h + d1u[:, n] * pf * (1.0 - t / t_h)
             qb_all[:, n] = qb
             qb = np.maximum(0.0, qb + (vn - cn) * t_h)
