@@ -198,15 +198,28 @@ with sug[0], sh.guarded("webster"):
         st.caption(md(us.greens_text(w.plan)))
         st.metric("Mean delay", f"{wa.summary['delay_s']:.1f} s/veh",
                   f"{wa.summary['delay_s'] - s['delay_s']:+.1f} vs yours", delta_color="inverse")
+        st.caption("Cycle (1.5 L + 5)/(1 − Y) from the busiest interval's flow ratios y = v/s and the lost time: "
+                   "your greens are not an input. Phases, intergreens, minimum greens, lanes and turns are.")
         st.button("Use Webster's plan", key="sw_use_webster", on_click=_load_plan, args=(prefix, w.plan.to_dict()))
     except TrafficCoreError as exc:
         st.info(f"Webster's method has no answer here: {md(exc)}")
 opt_on = st.session_state.get("sw_opt_on", False)
+ABOUT = {
+    "Optimised": f"Least total control delay over the horizon for the demand shown ({QUANTS[quantile]}): "
+                 "searches cycle lengths and splits of this phase sequence.",
+    "Robust (P10/P50/P90)": "Least expected delay over the forecast band, P10/P50/P90 weighted 0.3/0.4/0.3 "
+                            "(Swanson): gives up a little at the median to hold up if traffic comes in busier "
+                            "or quieter than forecast.",
+}
 for col, label, qs in ((sug[1], "Optimised", (quantile,)), (sug[2], "Robust (P10/P50/P90)", ("p10", "p50", "p90"))):
     with col, sh.guarded(label):
         st.markdown(f"**{label}**")
+        st.caption(ABOUT[label])
         if not opt_on:
-            st.caption("Searches cycle lengths and splits for the least total delay over the horizon.")
+            if label == "Optimised":
+                st.button("Optimise the timings", key="sw_opt", icon=":material/tune:",
+                          help="Runs both searches: optimised for the demand shown, and robust over the band",
+                          on_click=lambda: st.session_state.update(sw_opt_on=True))
             continue
         try:
             o = optimised(plan_json, demand, qs)
@@ -219,9 +232,6 @@ for col, label, qs in ((sug[1], "Optimised", (quantile,)), (sug[2], "Robust (P10
                       on_click=_load_plan, args=(prefix, o["plan"]))
         except TrafficCoreError as exc:
             st.info(f"No better plan found: {md(exc)}")
-if not opt_on:
-    st.button("Optimise the timings", key="sw_opt", icon=":material/tune:",
-              on_click=lambda: st.session_state.update(sw_opt_on=True))
 
 st.markdown("##### Scenarios A and B")
 scen_key = f"{prefix}_scenarios"
@@ -239,26 +249,38 @@ else:
     st.caption("Keep the current plan as A, change it, keep it as B: both are then compared on the same demand.")
 
 st.markdown("##### Verify in SUMO and export")
+sumo_key = f"{prefix}_sumo"
 v1, v2 = st.columns([2, 3])
 if v1.button("Verify in SUMO", key="sw_sumo", icon=":material/directions_car:"):
-    with st.status("Running the plan in SUMO...", expanded=True) as status:
-        try:
-            status.write("Building the intersection with netconvert, writing the signal program and the flows...")
-            rows, summary = simulated(plan_json, demand, quantile)
-            status.write(f"Simulated {summary['vehicles']:,} vehicles in {summary['wall_s']:.1f} s.")
-            status.update(label="SUMO run finished", state="complete")
-            both = result.approaches.merge(rows, on=["approach", "interval_start"], how="left")
-            st.dataframe(pd.DataFrame({
-                "interval": both["interval_start"].dt.strftime("%H:%M"), "approach": both["approach"],
-                "analytic delay (s/veh)": both["delay_s"].round(1), "SUMO delay (s/veh)": both["sim_delay_s"].round(1),
-                "analytic queue 95% (veh)": both["queue_p95_veh"].round(1),
-                "SUMO max queue (veh)": both["sim_max_queue_veh"].round(1),
-            }), hide_index=True, width="stretch", key="sw_sumo_table")
-            st.caption(f"Mean delay: analytic {s['delay_s']:.1f} s/veh, SUMO {summary['delay_s']:.1f} s/veh "
-                       f"({summary['vehicles']:,} vehicles, {summary['teleports']} teleports).")
-        except TrafficCoreError as exc:
-            status.update(label="SUMO could not run", state="error")
-            st.error(md(exc))
+    try:
+        with st.spinner("Running the plan in SUMO: netconvert, the signal program and the flows..."):
+            sim_rows, sim_summary = simulated(plan_json, demand, quantile)
+        st.session_state[sumo_key] = {"plan": plan_json, "quantile": quantile, "rows": sim_rows,
+                                      "summary": sim_summary}
+    except TrafficCoreError as exc:
+        st.session_state.pop(sumo_key, None)
+        st.error("SUMO could not run: " + md(exc), icon=":material/error:")
+sim = st.session_state.get(sumo_key)
+if sim and sim["plan"] == plan_json and sim["quantile"] == quantile:  # shown until the plan or demand changes
+    summary = sim["summary"]
+    ratio, warning = us.sumo_comparison(s["delay_s"], summary["delay_s"])
+    k = st.columns(3)
+    k[0].metric("Analytic delay (HCM)", f"{s['delay_s']:.1f} s/veh")
+    k[1].metric("SUMO delay", f"{summary['delay_s']:.1f} s/veh")
+    k[2].metric("SUMO / analytic", "–" if ratio is None else f"{ratio:.2f}")
+    if warning:
+        st.warning(warning, icon=":material/warning:")
+    st.caption(us.SUMO_DIFFERENCES)
+    both = result.approaches.merge(sim["rows"], on=["approach", "interval_start"], how="left")
+    st.dataframe(pd.DataFrame({
+        "interval": both["interval_start"].dt.strftime("%H:%M"), "approach": both["approach"],
+        "analytic delay (s/veh)": both["delay_s"].round(1), "SUMO delay (s/veh)": both["sim_delay_s"].round(1),
+        "analytic queue 95% (veh)": both["queue_p95_veh"].round(1),
+        "SUMO max queue (veh)": both["sim_max_queue_veh"].round(1),
+    }), hide_index=True, width="stretch", key="sw_sumo_table")
+    st.caption(f"Mean delay: analytic {s['delay_s']:.1f} s/veh, SUMO {summary['delay_s']:.1f} s/veh "
+               f"({summary['vehicles']:,} vehicles, {summary['teleports']} teleports, "
+               f"{summary['wall_s']:.1f} s to run).")
 with v2:
     d1, d2, d3 = st.columns(3)
     stem = f"plan_{site}".replace(" ", "_")

@@ -348,3 +348,70 @@ def test_whatif_verify_in_sumo_sets_simulated_beside_analytic(page):
     table = frame_with(at, "SUMO delay (s/veh)")
     assert len(table) == 32 and table["SUMO delay (s/veh)"].notna().all()
     assert any("Mean delay: analytic" in c.value for c in at.caption)
+
+
+def _fake_sumo(monkeypatch, delay_of):
+    """Replace the SUMO runner with fixed numbers (`delay_of(plan, demand, quantile)` s/veh everywhere), so the
+    page's SUMO behaviour is tested without SUMO installed."""
+    import streamlit as st
+
+    from trafficcore.signal import sumo
+
+    def simulate(plan, demand, quantile="p50", **_):
+        delay = delay_of(plan, demand, quantile)
+        keys = demand[["approach", "interval_start"]].drop_duplicates()
+        rows = keys.assign(sim_vehicles=10, sim_delay_s=delay, sim_stops=1.0, sim_max_queue_veh=4.0)
+        return sumo.Simulation(rows.reset_index(drop=True), {"vehicles": 1234, "delay_s": delay, "teleports": 0,
+                                                             "wall_s": 1.5})
+
+    monkeypatch.setattr(sumo, "simulate", simulate)
+    st.cache_data.clear()
+
+
+def test_whatif_sumo_result_inline_beside_analytic_with_explanation(page, monkeypatch):
+    from trafficcore.signal.analysis import analyse
+
+    _fake_sumo(monkeypatch, lambda plan, demand, q: 1.3 * analyse(plan, demand, q).summary["delay_s"])
+    at = page("signal_whatif")
+    at.button(key="sw_sumo").click().run()
+    assert not at.exception and not at.error
+    assert metric(at, "SUMO / analytic") == "1.30"
+    assert metric(at, "SUMO delay").endswith("s/veh") and metric(at, "Analytic delay (HCM)").endswith("s/veh")
+    assert len(at.expander) == 0 and len(at.status) == 0  # inline, not folded away in a status box
+    assert any("Why they differ" in c.value and "arrival type" in c.value for c in at.caption)
+    assert not at.warning or not any("SUMO's delay" in w.value for w in at.warning)
+    table = frame_with(at, "SUMO delay (s/veh)")
+    assert len(table) == 32 and table["SUMO delay (s/veh)"].notna().all()
+    at.number_input(key="sw_city_S2_p1_green").set_value(30.0).run()  # another plan: the old run no longer applies
+    assert not any(m.label == "SUMO delay" for m in at.metric)
+
+
+def test_whatif_sumo_ratio_above_2_is_a_warning(page, monkeypatch):
+    _fake_sumo(monkeypatch, lambda plan, demand, q: 500.0)
+    at = page("signal_whatif")
+    at.button(key="sw_sumo").click().run()
+    assert any("SUMO's delay is" in w.value and "more than 2 x apart" in w.value for w in at.warning)
+
+
+def test_whatif_webster_does_not_follow_the_users_greens(page):
+    """Webster's plan comes from y = v/s and lost time, not the greens typed in: starving one phase leaves it
+    unchanged (the mechanism, permitted-left saturation flow read at the user's greens, is pinned by
+    test_signal_optimise::test_webster_does_not_follow_the_users_greens; this guards the page's wiring)."""
+    at = page("signal_whatif")
+    webster_plan = [c.value for c in at.caption if "(cycle" in c.value]
+    webster_delay = next(m.value for m in at.metric if m.label == "Mean delay")
+    at.number_input(key="sw_city_S2_p0_green").set_value(8.0).run()
+    at.number_input(key="sw_city_S2_p1_green").set_value(70.0).run()
+    assert metric(at, "Cycle") == "86 s"
+    assert [c.value for c in at.caption if "(cycle" in c.value] == webster_plan
+    assert next(m.value for m in at.metric if m.label == "Mean delay") == webster_delay
+
+
+def test_whatif_optimised_and_robust_explain_themselves_and_optimise_sits_under_optimised(page):
+    at = page("signal_whatif")
+    about = [c.value for c in at.caption if c.value.startswith("Least")]
+    assert len(about) == 2 and about[0] != about[1]
+    assert "forecast band" in about[1] and "demand shown" in about[0]
+    # the button is in the "Optimised" column: the second of the three suggestion columns
+    cols = [c for c in at.columns if any(getattr(b, "key", None) == "sw_opt" for b in c.button)]
+    assert cols and any(m.value == "**Optimised**" for m in cols[-1].markdown)

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trafficcore.signal import (
     Plan,
@@ -27,7 +29,7 @@ from trafficcore.signal import (
     uniform_delay,
     webster_cycle,
 )
-from trafficcore.signal.analysis import Model, drew_filter_flow
+from trafficcore.signal.analysis import Model, drew_filter_flow, free_green, initial_queue_delay
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 
@@ -107,6 +109,32 @@ def test_progression_factor_exhibit_16_12():
     n = good.lane_groups.set_index("lane_group").loc["N.T"]
     assert n["pf"] == pytest.approx(0.4664, abs=1e-4)
     assert n["d1"] == pytest.approx(20.8333 * 0.4664, abs=1e-2)
+
+
+def test_progression_factor_capped_at_1_for_arrival_types_3_to_6():
+    """HCM 2000 Exhibit 16-12, g/C = 0.20 column: AT 1 1.167, AT 2 1.007, AT 3 1.000, AT 4 1.000.
+
+    By hand: AT 4 (1 - 1.333 * 0.2) * 1.15 / 0.8 = 1.054 -> "PF may not exceed 1.0 for AT 3-6" -> 1.000;
+    AT 1 (1 - 0.333 * 0.2) * 1.0 / 0.8 = 1.167 and AT 2 (1 - 0.667 * 0.2) * 0.93 / 0.8 = 1.007 stay above 1.
+    """
+    assert progression_factor(0.2, 4) == pytest.approx(1.0)
+    assert progression_factor(0.2, 1) == pytest.approx(1.1668, abs=1e-4)
+    assert progression_factor(0.2, 2) == pytest.approx(1.0074, abs=1e-4)
+    short = analyse(two_phase(greens=(14.0, 66.0), arrival_type=4), demand({"N": [300.0], "E": [300.0]}))
+    n = short.lane_groups.set_index("lane_group").loc["N.T"]  # g/C = 14/90 = 0.156 -> uncapped 1.091
+    assert n["pf"] == pytest.approx(1.0)
+
+
+def test_free_green_constants_single_lane_and_multilane():
+    """HCM 2000 Ch. 16 App. C: g_f = G exp(-0.882 LTC^0.717) - t_L multilane, exp(-0.860 LTC^0.629) single lane.
+
+    G = 40 s, LTC = 2 left turners per cycle, t_L = 2 s:
+    single lane: 2^0.629 = 1.5465, exp(-0.860 * 1.5465) = 0.26448, 40 * 0.26448 - 2 = 8.579 s;
+    multilane:   2^0.717 = 1.6439, exp(-0.882 * 1.6439) = 0.23462, 40 * 0.23462 - 2 = 7.385 s.
+    """
+    assert free_green(40.0, 2.0, 1, 2.0) == pytest.approx(8.579, abs=1e-3)
+    assert free_green(40.0, 2.0, 2, 2.0) == pytest.approx(7.385, abs=1e-3)
+    assert free_green(40.0, 2.0, 3, 2.0) == pytest.approx(7.385, abs=1e-3)
 
 
 def test_webster_two_phase_textbook_exercise():
@@ -246,6 +274,66 @@ def test_initial_queue_carries_unmet_demand():
     under = demand({"N": [1000.0, 1000.0], "E": [300.0, 300.0]})
     assert analyse(plan, under, initial_queue=True).summary["delay_s"] == pytest.approx(
         analyse(plan, under).summary["delay_s"])
+
+
+def test_initial_queue_delay_hcm_appendix_f_cases_hand_worked():
+    """HCM 2000 Appendix F, T = 0.25 h; d3 = 1800 Q_b (1 + u) t / (c T).
+
+    I   no initial queue: d3 = 0.
+    II  Q_b = 10, c = 600, X = 0.5: spare 600 * 0.5 = 300 veh/h, clears in t = 10/300 = 0.0333 h < T,
+        u = 0: d3 = 1800 * 10 * 1 * 0.0333 / (600 * 0.25) = 600 / 150 = 4.0 s.
+    III Q_b = 40, c = 600, X = 0.8: spare 120 veh/h would need 40/120 = 0.333 h > T, so t = T and
+        u = 1 - c T (1 - X) / Q_b = 1 - 600 * 0.25 * 0.2 / 40 = 1 - 30/40 = 0.25 (10 of the 40 still
+        queued at the end): d3 = 1800 * 40 * 1.25 * 0.25 / 150 = 150.0 s.
+    IV  Q_b = 20, c = 500, X = 1.2: the queue grows, t = T, u = 1:
+        d3 = 1800 * 20 * 2 * 0.25 / (500 * 0.25) = 18000 / 125 = 144.0 s.
+    Boundary II/III: Q_b = 30, c = 600, X = 0.8 clears exactly at T: u = 0 either way, d3 = 1800 * 30 * 0.25 / 150 = 90.
+    """
+    d3, t, u = initial_queue_delay([0.0, 10.0, 40.0, 20.0, 30.0], [600.0, 600.0, 600.0, 500.0, 600.0],
+                                   [0.5, 0.5, 0.8, 1.2, 0.8], 0.25)
+    assert d3.tolist() == pytest.approx([0.0, 4.0, 150.0, 144.0, 90.0])
+    assert t.tolist() == pytest.approx([0.0, 10 / 300, 0.25, 0.25, 0.25])
+    assert u.tolist() == pytest.approx([0.0, 0.0, 0.25, 1.0, 0.0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(qb=st.floats(0.0, 5000.0), c=st.floats(1.0, 20000.0), x=st.floats(0.0, 5.0),
+       t_h=st.sampled_from([0.25, 0.5, 1.0]))
+def test_initial_queue_delay_is_never_negative(qb, c, x, t_h):
+    """Whatever the queue, capacity and demand, d3 >= 0, 0 <= u <= 1 and 0 <= t <= T."""
+    d3, t, u = initial_queue_delay(qb, c, x, t_h)
+    assert d3 >= 0.0 and 0.0 <= u <= 1.0 and 0.0 <= t <= t_h
+
+
+def test_initial_queue_that_does_not_clear_in_the_interval():
+    """Case III through the analysis: C = 90, g = 40, s = 3600 -> c = 1600 veh/h, T = 0.25 h.
+
+    Interval 1: v = 2000, 400 veh/h unmet -> Q_b = 100 veh. Interval 2: v = 1500, X = 0.9375, spare
+    1600 * 0.0625 = 100 veh/h would need 1 h > T: t = T, u = 1 - 1600 * 0.25 * 0.0625 / 100 = 0.75,
+    d3 = 1800 * 100 * 1.75 * 0.25 / (1600 * 0.25) = 196.875 s (the (1 - X)-in-the-denominator form
+    gave u = 1 - 400 / 6.25 = -63 and d3 = -6975 s/veh).
+    """
+    a = analyse(two_phase(), demand({"N": [2000.0, 1500.0], "E": [300.0, 300.0]}), initial_queue=True)
+    n = a.lane_groups[a.lane_groups["lane_group"] == "N.T"].reset_index(drop=True)
+    assert n.loc[1, "initial_queue_veh"] == pytest.approx(100.0)
+    assert n.loc[1, "d3"] == pytest.approx(196.875)
+
+
+def test_initial_queue_never_gives_negative_delay_on_the_example():
+    """Shipped example with --initial-queue: it used to give E/W d3 of -1909 / -2195 s/veh at 08:15 and an
+    intersection delay of -31.1 s/veh, LOS A. Every d3 is now >= 0 and W at 08:15 (case II, the 08:00
+    queue clears within T) is by hand t = Q_b / (c (1 - X)), d3 = 1800 Q_b t / (c T).
+    """
+    plan = load_plan(EXAMPLES / "plan_4leg.json")
+    a = analyse(plan, read_demand_csv(EXAMPLES / "demand_4leg.csv"), initial_queue=True)
+    lg = a.lane_groups
+    assert (lg["d3"] >= 0).all() and (a.intervals["delay_s"] > 0).all() and a.summary["delay_s"] > 0
+    at = lg[(lg["interval_start"] == pd.Timestamp("2026-03-10 08:15")) & (lg["lane_group"] == "W.LTR")].iloc[0]
+    qb, c, x = at["initial_queue_veh"], at["c"], at["x"]
+    assert 0 < qb < c * 0.25 * (1 - x)
+    t = qb / (c * (1 - x))
+    assert at["d3"] == pytest.approx(1800 * qb * t / (c * 0.25))
+    assert a.intervals.set_index("interval_start").loc["2026-03-10 08:15", "los"] != "A"
 
 
 def test_analysis_rows_have_out_json_fields():

@@ -97,3 +97,54 @@ def test_simulate_adds_sim_columns(tmp_path):
     for r in rows:
         assert all(k in r for k in ROW_KEYS)
         assert r["sim_delay_s"] > 0 and r["sim_max_queue_veh"] >= 0 and r["sim_vehicles"] > 0
+
+
+def _one_line_error(res) -> str:
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda p: p.update(cycle=1e300) or p["phases"][1].update(green=1e300 - 50), "column 'phases[1].green'"),
+        (lambda p: p.update(cycle=1e300), "column 'cycle': 1e+300 is above the maximum 300"),
+        (lambda p: p.update(cycle=450) or p["phases"][1].update(green=400), "column 'phases[1].green'"),
+        (lambda p: p["approaches"][0].update(lanes=1e9),
+         "column 'approaches[0].lanes': 1000000000.0 is above the maximum 10"),
+        (lambda p: p["approaches"][2].update(lanes=11), "column 'approaches[2].lanes'"),
+        (lambda p: p.update(cycle_max=1000), "column 'cycle_max'"),
+    ],
+)
+def test_physically_absurd_plan_exits_2_naming_the_place(tmp_path, edit, fragment):
+    """A 1e300 s cycle, 400 s green or 1e9 lanes used to run (exit 0, overflow warnings, nonsense delays)."""
+    raw = json.loads(Path(PLAN).read_text())
+    edit(raw)
+    bad = tmp_path / "plan.json"
+    bad.write_text(json.dumps(raw))
+    line = _one_line_error(runner.invoke(app, ["analyse", "--plan", str(bad), "--demand", DEMAND]))
+    assert fragment in line and str(bad) in line
+
+
+def test_absurd_demand_exits_2_naming_row_and_column(tmp_path):
+    """1e12 veh in 15 min is refused on reading; 50,000 veh in 15 min on E (1 lane x 1900 pc/h/ln) is
+    200,000 veh/h, over 10 x 1900 = 19,000 veh/h, refused against the plan, by row and column."""
+    text = Path(DEMAND).read_text()
+    huge = tmp_path / "huge.csv"
+    huge.write_text(text.replace("N,2026-03-10T07:15,164,200,240,veh", "N,2026-03-10T07:15,164,1e12,1e12,veh"))
+    line = _one_line_error(runner.invoke(app, ["analyse", "--plan", PLAN, "--demand", str(huge)]))
+    assert "row 6, column 'p50'" in line and "check the unit" in line
+    lanes = tmp_path / "lanes.csv"
+    lanes.write_text(text.replace("E,2026-03-10T07:00,45,55,66,veh", "E,2026-03-10T07:00,45,55,50000,veh"))
+    line = _one_line_error(runner.invoke(app, ["optimise", "--plan", PLAN, "--demand", str(lanes)]))
+    assert "row 4, column 'p90'" in line and "approach 'E'" in line and "19000 veh/h" in line
+
+
+def test_plan_built_in_code_gets_the_same_limits():
+    """The page and the API build plans with `with_timing` / `Plan(...)`: the same refusal, naming the field."""
+    from trafficcore.errors import DataError
+
+    plan = load_plan(PLAN)
+    with pytest.raises(DataError, match=r"column 'cycle'.*above the maximum 300"):
+        plan.with_timing(390.0, [10.0, 300.0, 26.0])

@@ -62,6 +62,22 @@ def test_webster_designs_for_the_peak_interval_and_respects_bounds():
     assert w.plan.cycle == 60.0  # C0 = 76.7 s clipped to cycle_max
 
 
+def test_webster_does_not_follow_the_users_greens():
+    """Webster's cycle is (1.5 L + 5) / (1 - Y) from y = v/s and L; the greens typed into the plan are not an
+    input. The example has permitted lefts (E/W shared single lanes, N/S lefts in the through phase), whose
+    saturation flow depends on timing: it used to be read at the user's greens, so starving a phase moved
+    Webster's answer. Same phases, intergreens and demand with three different splits -> the same plan.
+    """
+    plan = load_plan(EXAMPLES / "plan_4leg.json")
+    d = read_demand_csv(EXAMPLES / "demand_4leg.csv")
+    results = [webster(plan.with_timing(plan.cycle, greens), d) for greens in ([10, 40, 26], [10, 20, 46],
+                                                                               [20, 40, 16], [6, 54, 16])]
+    first = results[0]
+    for w in results[1:]:
+        assert (w.plan.cycle, w.plan.greens, w.y_total) == (first.plan.cycle, first.plan.greens, first.y_total)
+    assert first.plan.cycle == pytest.approx(68.0)
+
+
 def test_round_greens_keeps_sum_and_minimums():
     g = round_greens(np.array([10.4, 20.35, 30.25]), 61.0, np.array([5.0, 5.0, 5.0]))
     assert g.sum() == pytest.approx(61.0) and all(float(x).is_integer() for x in g)

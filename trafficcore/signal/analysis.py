@@ -11,7 +11,7 @@ Methods (HCM 2000 = Highway Capacity Manual 2000, TRB, Chapter 16 "Signalized In
   2000 Appendix C: the opposing queue clears for ``g_q = y_o r_o / (1 - y_o) - t_L``; then left
   turners filter through gaps at ``s_lt = v_o e^{-v_o t_c} / (1 - e^{-v_o t_f})`` (t_c = 4.5 s,
   t_f = 2.5 s), i.e. ``E_L1 = 1900 / s_lt`` through cars each. An exclusive lane adds 2 sneakers per
-  cycle; a shared lane runs freely until its first left turner arrives (``g_f``), is blocked until
+  cycle; a shared lane runs freely until its first left turner arrives (``g_f``, `free_green`), is blocked until
   the opposing queue clears, and then ``f_m = g_f/g + (g_u/g) / (1 + P_L (E_L1 - 1))``,
   ``f_LT = (f_m + 0.91 (N - 1)) / N``. Simplifications: both greens are assumed to start together,
   and the single-lane-opposing ``E_L2`` term is left out.
@@ -19,10 +19,10 @@ Methods (HCM 2000 = Highway Capacity Manual 2000, TRB, Chapter 16 "Signalized In
   continuous run minus one lost time ``l1 + Y + AR - e`` at the end of the run.
 - Capacity ``c = s g / C``; degree of saturation ``X = v / c``.
 - Control delay ``d = d1 PF + d2 (+ d3)`` (Eq. 16-9..16-12): ``d1 = 0.5 C (1 - g/C)^2 /
-  (1 - min(1, X) g/C)``, ``PF = (1 - P) f_PA / (1 - g/C)`` with ``P = R_p g/C`` (Exhibit 16-12),
+  (1 - min(1, X) g/C)``, ``PF = (1 - P) f_PA / (1 - g/C)`` with ``P = R_p g/C``, PF <= 1 for AT 3-6 (Exhibit 16-12),
   ``d2 = 900 T [(X - 1) + sqrt((X - 1)^2 + 8 k I X / (c T))]``. With ``initial_queue=True`` the
   unmet demand of one interval becomes the initial queue ``Q_b`` of the next and d1, d3 follow
-  HCM 2000 Appendix F (``d3 = 1800 Q_b (1 + u) t / (c T)``).
+  HCM 2000 Appendix F (``d3 = 1800 Q_b (1 + u) t / (c T)``, cases in `initial_queue_delay`).
 - Level of service by control delay: A <= 10 < B <= 20 < C <= 35 < D <= 55 < E <= 80 < F s/veh;
   a lane group or approach with X > 1 is F whatever its delay (HCM 2010 rule). The intersection
   LOS is by delay alone.
@@ -55,6 +55,8 @@ LOS_LETTERS = "ABCDEF"
 #: Platoon ratio R_p and adjustment f_PA by arrival type (HCM 2000 Exhibit 16-11/16-12).
 ARRIVAL_RP = {1: 0.333, 2: 0.667, 3: 1.0, 4: 1.333, 5: 1.667, 6: 2.0}
 ARRIVAL_FPA = {1: 1.0, 2: 0.93, 3: 1.0, 4: 1.15, 5: 1.0, 6: 1.0}
+#: HCM 2000 Exhibit 16-12: PF may not exceed 1.0 for arrival types 3 to 6.
+PF_CAP_FROM_ARRIVAL_TYPE = 3
 HEAVY_E_T = 2.0
 CRITICAL_GAP_S = 4.5
 FOLLOW_UP_S = 2.5
@@ -90,14 +92,74 @@ def incremental_delay(x, c, t_h, k=0.5, i=1.0):
 
 
 def progression_factor(g_over_c, arrival_type=3):
-    """HCM PF = (1 - P) f_PA / (1 - g/C), P = R_p g/C (at most 1)."""
+    """HCM 2000 PF = (1 - P) f_PA / (1 - g/C), P = R_p g/C (at most 1), PF at most 1 for arrival types 3-6.
+
+    Why the cap only for 3-6: HCM 2000 Exhibit 16-12 (note: "PF may not exceed 1.0 for AT 3
+    through AT 6") lets poor progression (AT 1, 2) raise the uniform delay above random arrivals,
+    but not favourable progression at a short green (AT 4, g/C = 0.2 would give 1.054; the exhibit
+    lists 1.000).
+    """
     gc = np.asarray(g_over_c, dtype=float)
     at = np.asarray(arrival_type)
     rp = np.vectorize(ARRIVAL_RP.get)(at).astype(float)
     fpa = np.vectorize(ARRIVAL_FPA.get)(at).astype(float)
+    return _pf(gc, rp, fpa, at)
+
+
+def _pf(gc, rp, fpa, arrival_type):
+    """PF from g/C, R_p, f_PA and arrival type (arrays broadcast); see `progression_factor`."""
     p = np.minimum(1.0, rp * gc)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(gc < 1.0, (1.0 - p) * fpa / (1.0 - gc), 1.0)
+        pf = np.where(gc < 1.0, (1.0 - p) * fpa / (1.0 - gc), 1.0)
+    return np.where(np.asarray(arrival_type) >= PF_CAP_FROM_ARRIVAL_TYPE, np.minimum(pf, 1.0), pf)
+
+
+def initial_queue_delay(qb, c, x, t_h: float):
+    """HCM 2000 Appendix F initial-queue delay: (d3 s/veh, t h, u) for an interval of T = `t_h` hours.
+
+    Why the cases: a queue Q_b left over from the previous interval is served at the spare
+    capacity ``c (1 - X)``, so it clears after ``Q_b / (c (1 - min(1, X)))`` hours if that is
+    within T (cases I/II: ``t`` = that time, ``u = 0``), and otherwise lasts the whole interval
+    (``t = T``). Then ``u`` is the share of Q_b still queued at the end of T, so that the
+    queue-time area is the trapezoid ``T Q_b (1 + u) / 2``: ``u = 1 - c T (1 - min(1, X)) / Q_b``
+    (case III, X < 1: partly served, 0 <= u < 1; X >= 1: the queue does not shrink, u = 1).
+    ``d3 = 1800 Q_b (1 + u) t / (c T)`` spreads that area over the c T vehicles served.
+
+    The form ``u = 1 - c T / (Q_b (1 - min(1, X)))`` (the factor (1 - X) in the denominator) is
+    not the leftover share: it went far below -1 when a queue just failed to clear and gave the
+    shipped example d3 of -1909 s/veh. The form used here is continuous with case II at the
+    clearing boundary and with the X >= 1 case at X = 1, and d3 is never negative.
+    """
+    qb = np.asarray(qb, dtype=float)
+    c = np.asarray(c, dtype=float)
+    x = np.asarray(x, dtype=float)
+    spare = c * (1.0 - np.minimum(1.0, x))  # veh/h left over to serve Q_b
+    has_q = qb > 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        clear = np.where(spare > 0, qb / np.where(spare > 0, spare, 1.0), np.inf)
+        t = np.where(has_q, np.minimum(t_h, clear), 0.0)
+        left = np.where(has_q, 1.0 - c * t_h * (1.0 - np.minimum(1.0, x)) / np.where(has_q, qb, 1.0), 0.0)
+        u = np.where(has_q & (clear >= t_h), np.clip(left, 0.0, 1.0), 0.0)
+        d3 = np.where(has_q, np.where(c > 0, 1800.0 * qb * (1.0 + u) * t / (np.where(c > 0, c, 1.0) * t_h),
+                                      np.inf), 0.0)
+    return d3, t, u
+
+
+#: HCM 2000 Chapter 16 Appendix C, g_f = G exp(-a LTC^b) - t_L: (a, b) for a multilane and a single-lane group.
+GF_MULTILANE = (0.882, 0.717)
+GF_SINGLE_LANE = (0.860, 0.629)
+
+
+def free_green(green_s, ltc, lanes: int, lost_s: float):
+    """g_f (s): green before the first left turner arrives in a shared lane and blocks it.
+
+    Why two sets of constants: HCM 2000 (Chapter 16, Appendix C, permitted left-turn worksheet)
+    fits ``g_f = G exp(-0.882 LTC^0.717) - t_L`` for a multilane group, where through vehicles in
+    the other lanes keep moving, and ``g_f = G exp(-0.860 LTC^0.629) - t_L`` for a single-lane
+    group. Not clipped: the caller bounds it by the group's effective green.
+    """
+    a, b = GF_SINGLE_LANE if lanes == 1 else GF_MULTILANE
+    return green_s * np.exp(-a * np.asarray(ltc, dtype=float) ** b) - lost_s
 
 
 def webster_cycle(lost_s: float, y_total: float, cycle_min: float = 0.0, cycle_max: float = np.inf) -> float:
@@ -236,8 +298,7 @@ class Model:
             x = np.where(c > 0, v / np.where(c > 0, c, 1.0), np.where(v > 0, np.inf, 0.0))
             s_eq = np.where(g > 0, c * cycle / np.where(g > 0, g, 1.0), 0.0)
         gc = g / cycle
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pf = np.where(gc < 1.0, (1.0 - np.minimum(1.0, self.rp * gc)) * self.fpa / (1.0 - gc), 1.0)
+        pf = _pf(gc, self.rp, self.fpa, self.arrival_type)
         d1u = uniform_delay(cycle, g, x)
         d2 = incremental_delay(x, c, t_h, plan.k, plan.upstream_i)
         d2 = np.where(v > 0, d2, 0.0)
@@ -286,8 +347,7 @@ class Model:
         n = self.lanes[gi]
         v_left = v[..., gi] * self.p_left[gi]
         ltc = v_left * cycle / 3600.0
-        a, b = (0.882, 0.717) if n == 1 else (0.860, 0.629)
-        g_f = np.clip(float(greens[pi]) * np.exp(-a * ltc**b) - t_l, 0.0, g_p)
+        g_f = np.clip(free_green(float(greens[pi]), ltc, int(n), t_l), 0.0, g_p)
         g_u = np.maximum(0.0, g_p - np.maximum(g_q, g_f))
         e_l1 = np.maximum(1.0, app.sat_flow_base / s_lt)
         p_l = self.p_left[gi]
@@ -299,7 +359,11 @@ class Model:
         return self.s_no_lt[gi] * f_lt * g_p / cycle
 
     def _initial_queue(self, v, c, x, d1u, pf, gc, cycle, t_h):
-        """HCM 2000 Appendix F: carry unmet demand between consecutive intervals as Q_b."""
+        """HCM 2000 Appendix F: carry unmet demand between consecutive intervals as Q_b.
+
+        d1 is the saturated delay ``0.5 C (1 - g/C)`` while the initial queue is served (t) and the
+        usual ``d1 PF`` for the rest of the interval; d3 comes from `initial_queue_delay`.
+        """
         d1 = np.empty_like(v)
         d3 = np.zeros_like(v)
         qb_all = np.zeros_like(v)
@@ -307,14 +371,7 @@ class Model:
         qb = np.zeros(v.shape[:1] + v.shape[2:])
         for n in range(v.shape[1]):
             xn, cn, vn = x[:, n], c[:, n], v[:, n]
-            safe_c = np.where(cn > 0, cn, 1.0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                clear = np.where(xn < 1.0, qb / (safe_c * np.maximum(1e-12, 1.0 - xn)), np.inf)
-                t = np.where(qb > 0, np.minimum(t_h, clear), 0.0)
-                u = np.where(t < t_h, 0.0,
-                             np.where(xn >= 1.0, 1.0, 1.0 - safe_c * t_h / np.where(qb > 0, qb, 1.0) /
-                                      np.maximum(1e-12, 1.0 - xn)))
-            d3[:, n] = np.where(qb > 0, 1800.0 * qb * (1.0 + u) * t / (safe_c * t_h), 0.0)
+            d3[:, n], t, _ = initial_queue_delay(qb, cn, xn, t_h)
             d1[:, n] = ds * t / t_h + d1u[:, n] * pf * (1.0 - t / t_h)
             qb_all[:, n] = qb
             qb = np.maximum(0.0, qb + (vn - cn) * t_h)

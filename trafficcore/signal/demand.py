@@ -28,12 +28,17 @@ import pandas as pd
 
 from trafficcore.data.schema import FORECAST_COLUMNS
 from trafficcore.data.validate import check_columns, read_csv, to_numbers, to_timestamps
-from trafficcore.errors import DataError
-from trafficcore.signal.plan import Plan
+from trafficcore.errors import DataError, shown
+from trafficcore.signal.plan import MAX_LANES, MAX_SAT_FLOW, Plan
 
 DEMAND_COLUMNS = ["approach", "interval_start", "interval_min", "p10", "p50", "p90"]
 QUANTILES = ("p10", "p50", "p90")
 UNITS = ("veh", "veh/h")
+#: Demand above this many times what an approach's lanes can discharge (base saturation flow x lanes)
+#: is not traffic but a unit slip or a typo: refused rather than analysed into nonsense.
+MAX_DEMAND_OVER_SATURATION = 10.0
+#: The same bound before the plan is known: 10 x the highest saturation flow x the most lanes (veh/h).
+MAX_FLOW_VEH_H = MAX_DEMAND_OVER_SATURATION * MAX_SAT_FLOW * MAX_LANES
 
 
 def _check_phf(phf: float | None, source: str) -> float:
@@ -165,6 +170,12 @@ def read_demand_csv(
     out = pd.DataFrame({"approach": approach, "interval_start": ts, "interval_min": int(interval_min)})
     for q in QUANTILES:
         out[q] = vals[q].to_numpy(dtype=float) * to_rate
+        huge = ~(out[q].to_numpy() <= MAX_FLOW_VEH_H)
+        if huge.any():
+            i = int(np.flatnonzero(huge)[0])
+            raise DataError(src, f"{vals[q].iloc[i]:g} {units.iloc[i]} is {out[q].iloc[i]:g} veh/h, above the "
+                                 f"{MAX_FLOW_VEH_H:g} veh/h any approach can carry (check the unit)",
+                            row=first + i, column=q)
     dup = out.duplicated(["approach", "interval_start"], keep="first")
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -198,7 +209,8 @@ def demand_matrix(demand: pd.DataFrame, plan: Plan, quantile: str = "p50") -> tu
     """(interval starts, flows[n_intervals, n_approaches]) in the plan's approach order.
 
     Checks on the way that the frame has the demand columns, only the plan's approaches, one
-    interval length, finite non-negative rates and a value for every approach in every interval.
+    interval length, finite non-negative rates no more than 10 x what each approach's lanes can
+    discharge (more is a unit slip, not traffic) and a value for every approach in every interval.
     """
     src = str(demand.attrs.get("source", "<demand>"))
     if quantile not in QUANTILES:
@@ -219,6 +231,15 @@ def demand_matrix(demand: pd.DataFrame, plan: Plan, quantile: str = "p50") -> tu
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(src, f"flow must be finite and non-negative, got {v[i]!r}", row=_row(demand, i), column=q)
+        sat = np.array([a.sat_flow_base * a.lanes for a in plan.approaches])[a_pos]
+        over = v > MAX_DEMAND_OVER_SATURATION * sat
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
+            a = plan.approaches[int(a_pos[i])]
+            raise DataError(src, f"{v[i]:g} veh/h on approach {shown(a.name)} is above "
+                                 f"{MAX_DEMAND_OVER_SATURATION * sat[i]:g} veh/h, {MAX_DEMAND_OVER_SATURATION:g} x "
+                                 f"what its {a.lanes} lane(s) at {a.sat_flow_base:g} pc/h/ln can discharge; check the "
+                                 "unit (veh per interval or veh/h) and the lanes", row=_row(demand, i), column=q)
     lengths = pd.unique(demand["interval_min"])
     if len(lengths) != 1:
         raise DataError(src, f"mixed interval lengths {sorted(lengths)}", column="interval_min")

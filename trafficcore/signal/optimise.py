@@ -1,10 +1,11 @@
 """Timing optimisation for a fixed phase sequence: Webster, a delay-minimising search, robust and time-of-day plans.
 
 - `webster`: Webster's (1958) optimum cycle ``C0 = (1.5 L + 5) / (1 - Y)`` for the design interval
-  (the one with the highest Y), and greens that equalise the degree of saturation of the critical
-  lane groups. For plain sequential phases that is Webster's ``g_i = (y_i / Y)(C - L)``; with
-  overlapping groups or minimum greens it is the linear programme "maximise the smallest green
-  margin ``g_j / (y_j C)``", which reduces to the same rule when nothing else binds.
+  (the one with the highest Y; y read at Webster's own timing, not the user's greens), and greens
+  that equalise the degree of saturation of the critical lane groups. For plain sequential phases
+  that is Webster's ``g_i = (y_i / Y)(C - L)``; with overlapping groups or minimum greens it is the
+  linear programme "maximise the smallest green margin ``g_j / (y_j C)``", which reduces to the
+  same rule when nothing else binds.
 - `optimise`: searches cycle lengths (coarse grid, then 1 s around the best) and, for each, starts
   from the equal-saturation split and moves green between phases in steps of 4, 2, 1 s while the
   total control delay over the whole demand horizon falls. The current plan is a candidate too,
@@ -136,18 +137,14 @@ class WebsterResult:
     critical_groups: list[str]
 
 
-def webster(plan: Plan, demand: pd.DataFrame, quantile: str = "p50", resolution: float = 1.0) -> WebsterResult:
-    """Webster's optimum cycle and splits for the interval of `demand` with the highest Y."""
-    model = Model(plan)
-    intervals, flows = _flows(demand, plan, (quantile,))
-    t_h = interval_hours(demand)
-    cycle, greens = model.plan_timing()
-    r = model.evaluate(flows, cycle, greens, t_h, queues=False)
-    s = np.where(r["s"][0] > 0, r["s"][0], np.inf)
-    y = r["v"][0] / s
+#: Most rounds of the Webster fixed point (permitted-left saturation flows <-> timing); it settles in a few.
+WEBSTER_ROUNDS = 30
+
+
+def _webster_timing(model: Model, y: np.ndarray, lost: float, plan: Plan, resolution: float):
+    """(design interval, Y, unrounded C0, rounded cycle, rounded greens) for flow ratios y (N, G)."""
     y_tot, best = model.critical(y)
     n = int(np.argmax(y_tot))
-    lost = plan.total_lost_time
     c0 = webster_cycle(lost, float(y_tot[n]))
     c_round = min(plan.cycle_max, max(plan.cycle_min, math.ceil(min(c0, 1e6) / resolution) * resolution))
     c_round = max(c_round, math.ceil((model.intergreen.sum() + model.min_green.sum()) / resolution) * resolution)
@@ -155,8 +152,40 @@ def webster(plan: Plan, demand: pd.DataFrame, quantile: str = "p50", resolution:
     if g is None:
         raise DataError(plan.source, f"cycle {c_round:g} s cannot hold the minimum greens", column="cycle_max")
     g = round_greens(g, c_round - model.intergreen.sum(), model.min_green, resolution)
-    crit = [model.group_ids[i] for i in np.flatnonzero(model.packings[best[n]])]
-    return WebsterResult(plan.with_timing(c_round, list(g)), c0, float(y_tot[n]), lost, intervals[n], crit)
+    return n, float(y_tot[n]), int(best[n]), c0, float(c_round), g
+
+
+def webster(plan: Plan, demand: pd.DataFrame, quantile: str = "p50", resolution: float = 1.0) -> WebsterResult:
+    """Webster's optimum cycle and splits for the interval of `demand` with the highest Y.
+
+    Why a fixed point and not the plan's own timing: Webster's cycle needs the flow ratios
+    ``y = v / s`` and the lost time only, but the saturation flow of a lane group with permitted
+    left turns depends on the timing (how long the opposing queue takes to clear, g_f). Taking s
+    at the user's greens made the suggestion follow them (demo site S28: N-S green 41 -> 20 s moved
+    Webster from 86 to 115 s, because the starved N-S green cut the permitted-left saturation flow).
+    Instead it starts from the protected saturation flows (no filtering loss: a property of the
+    lanes alone), times the plan Webster's way, re-reads s at that timing and repeats until the
+    timing repeats. The answer then depends on the demand, the lanes, the phase sequence,
+    intergreens, minimum greens and cycle bounds, and not on the greens the user typed.
+    """
+    model = Model(plan)
+    intervals, flows = _flows(demand, plan, (quantile,))
+    t_h = interval_hours(demand)
+    lost = plan.total_lost_time
+    v = flows[0] @ model.share.T  # (N, G)
+    y = v / np.where(model.s_prot > 0, model.s_prot, np.inf)
+    seen: set[tuple[float, ...]] = set()
+    for _ in range(WEBSTER_ROUNDS):
+        n, y_n, best, c0, cycle, g = _webster_timing(model, y, lost, plan, resolution)
+        key = (cycle, *np.round(g, 6))
+        if key in seen:
+            break
+        seen.add(key)
+        r = model.evaluate(flows, cycle, g, t_h, queues=False)
+        s = np.where(r["s"][0] > 0, r["s"][0], np.inf)
+        y = r["v"][0] / s
+    crit = [model.group_ids[i] for i in np.flatnonzero(model.packings[best])]
+    return WebsterResult(plan.with_timing(cycle, list(g)), c0, y_n, lost, intervals[n], crit)
 
 
 # ---------------------------------------------------------------------- search

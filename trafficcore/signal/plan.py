@@ -41,6 +41,13 @@ EXIT_LEG = {
 }
 #: Tolerance when checking that phase times add up to the cycle (JSON round-off).
 CYCLE_TOLERANCE_S = 0.01
+#: Longest cycle, and so any green, intergreen or lost time, a real fixed-time controller runs (s).
+#: Above it the plan is a typo or a unit slip (ms for s), and HCM delay numbers would be nonsense.
+MAX_CYCLE_S = 300.0
+#: Most lanes an approach (or a turn lane set) can have at one stop line; 1e9 lanes is a typo.
+MAX_LANES = 10
+#: Highest base saturation flow accepted (pc/h/ln): one vehicle a second per lane.
+MAX_SAT_FLOW = 3600.0
 
 
 @dataclass(frozen=True)
@@ -340,13 +347,14 @@ def _plan_from_dict(data: Any, source: str) -> Plan:
                 name=name.strip(),
                 leg=leg,
                 label=str(a.get("label", "")),
-                lanes=_num(a, "lanes", w, source, integer=True, minimum=1),
-                left_lanes=_num(a, "left_lanes", w, source, default=0, integer=True),
-                right_lanes=_num(a, "right_lanes", w, source, default=0, integer=True),
+                lanes=_num(a, "lanes", w, source, integer=True, minimum=1, maximum=MAX_LANES),
+                left_lanes=_num(a, "left_lanes", w, source, default=0, integer=True, maximum=MAX_LANES),
+                right_lanes=_num(a, "right_lanes", w, source, default=0, integer=True, maximum=MAX_LANES),
                 left=shares["L"],
                 through=shares["T"],
                 right=shares["R"],
-                sat_flow_base=_num(a, "sat_flow_base", w, source, default=1900.0, positive=True, maximum=3600),
+                sat_flow_base=_num(a, "sat_flow_base", w, source, default=1900.0, positive=True,
+                                   maximum=MAX_SAT_FLOW),
                 sat_adjust=_num(a, "sat_adjust", w, source, default=1.0, positive=True, maximum=2.0),
                 heavy_share=_num(a, "heavy_share", w, source, default=0.0, maximum=1.0),
                 arrival_type=_num(a, "arrival_type", w, source, default=3, integer=True, minimum=1, maximum=6),
@@ -367,20 +375,20 @@ def _plan_from_dict(data: Any, source: str) -> Plan:
             Phase(
                 name=str(p.get("name", f"phase {i + 1}")),
                 movements=_parse_movements(p.get("movements"), set(names), f"{w}.movements", source),
-                green=_num(p, "green", w, source),
-                yellow=_num(p, "yellow", w, source, default=3.0),
-                all_red=_num(p, "all_red", w, source, default=1.0),
-                min_green=_num(p, "min_green", w, source, default=5.0),
+                green=_num(p, "green", w, source, maximum=MAX_CYCLE_S),
+                yellow=_num(p, "yellow", w, source, default=3.0, maximum=MAX_CYCLE_S),
+                all_red=_num(p, "all_red", w, source, default=1.0, maximum=MAX_CYCLE_S),
+                min_green=_num(p, "min_green", w, source, default=5.0, maximum=MAX_CYCLE_S),
             )
         )
     return Plan(
         name=str(data.get("name", "plan")),
-        cycle=_num(data, "cycle", "", source, positive=True),
-        offset=_num(data, "offset", "", source, default=0.0),
-        cycle_min=_num(data, "cycle_min", "", source, default=30.0, positive=True),
-        cycle_max=_num(data, "cycle_max", "", source, default=150.0, positive=True),
-        startup_lost_s=_num(data, "startup_lost_s", "", source, default=2.0),
-        extension_s=_num(data, "extension_s", "", source, default=2.0),
+        cycle=_num(data, "cycle", "", source, positive=True, maximum=MAX_CYCLE_S),
+        offset=_num(data, "offset", "", source, default=0.0, maximum=MAX_CYCLE_S),
+        cycle_min=_num(data, "cycle_min", "", source, default=30.0, positive=True, maximum=MAX_CYCLE_S),
+        cycle_max=_num(data, "cycle_max", "", source, default=150.0, positive=True, maximum=MAX_CYCLE_S),
+        startup_lost_s=_num(data, "startup_lost_s", "", source, default=2.0, maximum=MAX_CYCLE_S),
+        extension_s=_num(data, "extension_s", "", source, default=2.0, maximum=MAX_CYCLE_S),
         k=_num(data, "k", "", source, default=0.5, positive=True, maximum=1.0),
         upstream_i=_num(data, "upstream_i", "", source, default=1.0, positive=True, maximum=1.0),
         approaches=tuple(approaches),
@@ -398,11 +406,19 @@ def _finite_non_negative(value: float, source: str, column: str, positive: bool 
                         column=column)
 
 
+def _at_most(value: float, limit: float, source: str, column: str, why: str) -> None:
+    """Refuse a physically absurd value (it would give nonsense, not an error, further on)."""
+    if value > limit:
+        raise DataError(source, f"{value:g} is above the maximum {limit:g} ({why})", column=column)
+
+
 def validate(plan: Plan) -> None:
     """Reject an impossible plan with a `DataError` naming the JSON path of the problem."""
     src = plan.source
     for key in ("cycle", "offset", "cycle_min", "cycle_max", "startup_lost_s", "extension_s", "k", "upstream_i"):
         _finite_non_negative(getattr(plan, key), src, key, positive=key in ("cycle", "k", "upstream_i"))
+        if key not in ("k", "upstream_i"):
+            _at_most(getattr(plan, key), MAX_CYCLE_S, src, key, "s: no real controller runs")
     if plan.cycle_min > plan.cycle_max:
         raise DataError(src, f"cycle_min {plan.cycle_min:g} s is above cycle_max {plan.cycle_max:g} s",
                         column="cycle_min")
@@ -427,6 +443,9 @@ def validate(plan: Plan) -> None:
             _finite_non_negative(getattr(a, key), src, f"{w}.{key}", positive=True)
         for key in ("heavy_share", "left", "through", "right"):
             _finite_non_negative(getattr(a, key), src, f"{w}.{key}")
+        for key in ("lanes", "left_lanes", "right_lanes"):
+            _at_most(getattr(a, key), MAX_LANES, src, f"{w}.{key}", "lanes at one stop line")
+        _at_most(a.sat_flow_base, MAX_SAT_FLOW, src, f"{w}.sat_flow_base", "pc/h/ln")
         if a.lanes < 1 or a.left_lanes < 0 or a.right_lanes < 0:
             raise DataError(src, "lanes must be at least 1 and turn lanes zero or more", column=f"{w}.lanes")
         if a.shared_lanes < 0:
@@ -444,6 +463,7 @@ def validate(plan: Plan) -> None:
         w = f"phases[{i}]"
         for key in ("green", "yellow", "all_red", "min_green"):
             _finite_non_negative(getattr(p, key), src, f"{w}.{key}")
+            _at_most(getattr(p, key), MAX_CYCLE_S, src, f"{w}.{key}", "s: no real controller runs")
         if p.green + 1e-9 < p.min_green:
             raise DataError(src, f"green {p.green:g} s is below the minimum green {p.min_green:g} s",
                             column=f"{w}.green")

@@ -129,3 +129,30 @@ def day_forecast(model, panel: Panel, detector_ids: list[str], day, neighbour_id
     fc = forecast(model, panel, times, detector_ids, neighbour_idx)
     end = pd.Timestamp(day).normalize() + pd.Timedelta(days=1)
     return fc[fc["target_ts"] < end].reset_index(drop=True)
+
+
+#: Why SUMO and the HCM analysis disagree, shown beside the two numbers so the gap reads as expected.
+SUMO_DIFFERENCES = (
+    "Why they differ: SUMO counts each vehicle's time loss until it leaves, including queues left over "
+    "from one interval into the next, while HCM delay is per interval (d3 only with the initial-queue "
+    "option); SUMO's arrivals are random, so the arrival type (progression) is not modelled; and "
+    "permitted left turns filter through simulated gaps rather than the HCM gap-acceptance formula."
+)
+#: A SUMO / analytic delay ratio beyond this (either way) is flagged: the two models no longer tell one story.
+SUMO_RATIO_WARN = 2.0
+
+
+def sumo_comparison(analytic_delay_s: float, sumo_delay_s: float) -> tuple[float | None, str | None]:
+    """(SUMO / analytic delay ratio, warning text or None).
+
+    Why a warning at a factor of 2: the two models differ by design (see `SUMO_DIFFERENCES`), but
+    by more than 2 either way the plan is near or past capacity, or SUMO ran into gridlock or
+    teleports, and the analytic numbers alone should not be trusted.
+    """
+    if not (analytic_delay_s > 0 and np.isfinite(analytic_delay_s) and np.isfinite(sumo_delay_s)):
+        return None, None
+    ratio = float(sumo_delay_s) / float(analytic_delay_s)
+    if ratio > SUMO_RATIO_WARN or ratio < 1.0 / SUMO_RATIO_WARN:
+        return ratio, (f"SUMO's delay is {ratio:.1f} x the analytic one (more than {SUMO_RATIO_WARN:g} x apart): "
+                       "check for leftover queues, saturated approaches or teleports before trusting either.")
+    return ratio, None
