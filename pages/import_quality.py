@@ -167,8 +167,9 @@ with tab_quality:
                                           "autorange": "reversed"})
                 st.plotly_chart(heat, width="stretch", key="q_heatmap")
             st.subheader("Detector fault flags")
-            st.caption("gap: no reading for >= 1 h; stuck: the same non-zero value for >= 2 h; zero in busy hours: "
-                       "zeros for >= 2 h where the detector's median at that time of day is >= 5.")
+            st.caption("gap: no reading for >= 1 h (local times skipped by a daylight-saving change do not "
+                       "count); stuck: the same non-zero value for >= 2 h; zero in busy hours: zeros for >= 2 h "
+                       "where the detector's median at that time of day is >= 5.")
             only = st.toggle("Only detectors with a fault", value=True, key="q_only")
             show = flags[flags["status"] == "check"] if only else flags
             st.dataframe(show, hide_index=True, width="stretch", key="q_flags")
