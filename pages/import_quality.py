@@ -25,7 +25,8 @@ from trafficcore.ui.safe import md
 @st.cache_data(show_spinner="Checking every detector...", max_entries=6)
 def quality_tables(db: str, dataset: str, stamp: str):
     panel = sh.get_panel(db, dataset, stamp)
-    return uq.fault_flags(panel), uq.coverage_matrix(panel)
+    labels = dict(zip(panel.detectors["detector_id"], uq.row_labels(panel), strict=True))
+    return uq.fault_flags(panel), uq.coverage_matrix(panel).rename(index=labels)
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -160,12 +161,15 @@ with tab_quality:
                                             colorscale=[[0, "#b2182b"], [0.5, "#fddbc7"], [1, "#2166ac"]],
                                             zmin=0, zmax=100, colorbar={"title": "% observed"},
                                             hovertemplate="%{y}<br>%{x}: %{z:.0f}% observed<extra></extra>"))
-                heat.update_layout(height=min(900, 120 + 9 * len(cover)), margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                                   yaxis={"showticklabels": len(cover) <= 80, "autorange": "reversed"})
+                # one labelled row per detector (site, approach, id), tall enough to read every label
+                heat.update_layout(height=120 + 14 * len(cover), margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                                   yaxis={"dtick": 1, "automargin": True, "tickfont": {"size": 10},
+                                          "autorange": "reversed"})
                 st.plotly_chart(heat, width="stretch", key="q_heatmap")
             st.subheader("Detector fault flags")
-            st.caption("gap: no reading for >= 1 h; stuck: the same non-zero value for >= 2 h; zero in busy hours: "
-                       "zeros for >= 2 h where the detector's median at that time of day is >= 5.")
+            st.caption("gap: no reading for >= 1 h (local times skipped by a daylight-saving change do not "
+                       "count); stuck: the same non-zero value for >= 2 h; zero in busy hours: zeros for >= 2 h "
+                       "where the detector's median at that time of day is >= 5.")
             only = st.toggle("Only detectors with a fault", value=True, key="q_only")
             show = flags[flags["status"] == "check"] if only else flags
             st.dataframe(show, hide_index=True, width="stretch", key="q_flags")

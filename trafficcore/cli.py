@@ -239,9 +239,8 @@ def _register_subcommands() -> None:
     """Commands whose code lives with its layer (training, evaluation, signal)."""
     from trafficcore.api.serve import serve
     from trafficcore.evaluation.cli import benchmark
+    from trafficcore.live.cli import ingest_cmd, replay_cmd
     from trafficcore.live.models_cli import models_app, update
-    from trafficcore.live.replay import replay_cmd
-    from trafficcore.live.watch import ingest_cmd
     from trafficcore.signal.cli import app as signal_app
     from trafficcore.training.cli import forecast, train
 

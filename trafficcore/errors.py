@@ -8,7 +8,7 @@ transaction.
 
 from __future__ import annotations
 
-import numpy as np
+import sys
 
 
 class TrafficCoreError(Exception):
@@ -46,8 +46,14 @@ def shown(value: object) -> str:
         items = [shown(v) for v in value[:SHOWN_ITEMS]]
         more = [f"… {len(value) - SHOWN_ITEMS} more"] if len(value) > SHOWN_ITEMS else []
         return "[" + ", ".join(items + more) + "]"
-    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_):
-        return f"{value:g}" if isinstance(value, float | np.floating) else str(int(value))
+    # numpy is looked up, not imported: a numpy scalar can only exist once numpy is loaded, and every
+    # command imports this module, so importing numpy here would slow `trafficcore --help` (issue 15).
+    np = sys.modules.get("numpy")
+    floats: tuple[type, ...] = (float,) + ((np.floating,) if np is not None else ())
+    ints: tuple[type, ...] = (int,) + ((np.integer,) if np is not None else ())
+    bools: tuple[type, ...] = (bool,) + ((np.bool_,) if np is not None else ())
+    if isinstance(value, ints + floats) and not isinstance(value, bools):
+        return f"{value:g}" if isinstance(value, floats) else str(int(value))
     text = str(value)
     if len(text) > SHOWN_CHARS:
         text = text[:SHOWN_CHARS] + "…"

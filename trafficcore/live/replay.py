@@ -15,10 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
-import typer
 
 from trafficcore.data.schema import COLUMNS, LOADED_TABLES
 from trafficcore.data.store import Store
@@ -147,47 +145,3 @@ def replay(
     except KeyboardInterrupt:
         result.stopped = True
     return result
-
-
-# ---------------------------------------------------------------------------------------------- command
-def replay_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="source dataset whose history is replayed"),
-    start: str = typer.Option(..., "--from", help="first interval to feed (local time)"),
-    end: str | None = typer.Option(None, "--to", help="stop before this time (default: the newest reading)"),
-    speed: float = typer.Option(60.0, "--speed", help="how many times faster than real time; 0: as fast as possible"),
-    into: str | None = typer.Option(None, "--into", help="live dataset to build and feed (default: SRC-live)"),
-    forecasts: bool = typer.Option(True, "--forecasts/--no-forecasts", help="re-issue forecasts after each interval"),
-    alerts: bool = typer.Option(True, "--alerts/--no-alerts", help="re-compute alerts after each interval"),
-    db: Path | None = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/...)"),
-) -> None:
-    """Feed a dataset's history into a live copy as if it were arriving now (demos, tests)."""
-    from tqdm import tqdm
-
-    from trafficcore import config
-
-    store = Store(config.db_path(db))
-    bar = None
-
-    def progress(step: ReplayStep, i: int, n: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=n, unit="interval", desc=f"replay {dataset}")
-        bar.set_postfix_str(f"{step.ts:%Y-%m-%d %H:%M} +{step.written} readings, {step.alerts} alerts")
-        bar.update(1)
-
-    try:
-        res = replay(store, dataset, start, end, speed=speed, into=into, forecasts=forecasts, alerts=alerts,
-                     on_step=progress)
-    except (TrafficCoreError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=2) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    copied = ", ".join(f"{k} {v:,}" for k, v in res.copied.items() if v)
-    fed = sum(s.written for s in res.steps)
-    typer.echo(f"'{res.into}' built from '{res.source}' ({copied}); fed {len(res.steps)} intervals, "
-               f"{fed:,} readings" + ("; stopped early" if res.stopped else ""))
-    if res.steps:
-        last = res.steps[-1]
-        typer.echo(f"last interval {last.ts:%Y-%m-%d %H:%M}: {last.forecasts} forecasts issued, {last.alerts} alerts")

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import typer
 
 from trafficcore.data.store import Store
 from trafficcore.errors import DataError, TrafficCoreError
@@ -225,55 +224,3 @@ def watch(
             break
         time.sleep(poll if not ready else 0)
     return outcomes
-
-
-# ---------------------------------------------------------------------------------------------- command
-def ingest_cmd(
-    files: list[Path] = typer.Argument(None, help="long-format observation CSV file(s), taken in name order"),
-    dataset: str = typer.Option(..., "--dataset", help="dataset the readings belong to (imported beforehand)"),
-    watch_dir: Path | None = typer.Option(None, "--watch", help="folder to watch for new observation files"),
-    once: bool = typer.Option(False, "--once", help="with --watch: take the files there now, then exit"),
-    poll: float = typer.Option(1.0, "--poll", help="with --watch: seconds between looks at the folder"),
-    forecasts: bool = typer.Option(True, "--forecasts/--no-forecasts", help="re-issue forecasts after each file"),
-    db: Path | None = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/...)"),
-) -> None:
-    """Take live readings in from long-format CSV files (detector_id, timestamp, value): idempotent, in order.
-
-    Each file is one transaction. Given FILEs, a bad file stops the command (exit code 2) and the files
-    after it are not read. With --watch DIR, good files move to DIR/done/ and bad ones to DIR/rejected/
-    with NAME.error.txt; Ctrl-C stops between files.
-    """
-    from trafficcore import config
-
-    def fail(message: str) -> None:
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(code=2)
-
-    if bool(files) == (watch_dir is not None):
-        fail("give either FILE... or --watch DIR")
-    if poll <= 0:
-        fail("--poll must be positive")
-    store = Store(config.db_path(db))
-    try:
-        store.dataset_info(dataset)
-    except KeyError as e:
-        fail(str(e).strip("'\""))
-    if watch_dir is not None:
-        typer.echo(f"watching {watch_dir} for dataset '{dataset}' ({'once' if once else 'Ctrl-C to stop'})")
-        try:
-            outs = watch(store, dataset, watch_dir, once=once, poll=poll, refresh=forecasts, echo=typer.echo)
-        except KeyboardInterrupt:
-            typer.echo("stopped")
-            return
-        except DataError as e:
-            fail(str(e))
-        counts = {s: sum(o.status == s for o in outs) for s in ("ingested", "duplicate", "rejected")}
-        typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
-        return
-    ordered = sorted(files, key=lambda p: (p.name, p.stat().st_mtime_ns if p.exists() else 0))
-    for p in ordered:
-        out = ingest_file(store, dataset, p, refresh=forecasts)
-        if out.status == "rejected":
-            rest = len(ordered) - ordered.index(p) - 1
-            fail(out.message + (f" ({rest} later file(s) not read)" if rest else ""))
-        typer.echo(f"{out.status}: {out.message}")

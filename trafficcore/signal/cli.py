@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import typer
 
 from trafficcore.errors import TrafficCoreError
-from trafficcore.signal.analysis import _records, analyse
-from trafficcore.signal.demand import read_demand_csv
-from trafficcore.signal.export import write_plan_json, write_timing_sheet
-from trafficcore.signal.optimise import SWANSON, optimise, time_of_day, webster
-from trafficcore.signal.plan import Plan, load_plan
+
+if TYPE_CHECKING:  # the lab's modules (pandas, scipy, SUMO) load inside the runners: issue 15, fast `--help`
+    import pandas as pd
+
+    from trafficcore.signal.plan import Plan
 
 app = typer.Typer(
     help="Signal timing lab: HCM/Webster analysis, optimisation and SUMO checks of a timing plan.",
@@ -36,6 +36,8 @@ app = typer.Typer(
 # ---------------------------------------------------------------------- reusable runners
 def run_analyse(plan: Plan, demand: pd.DataFrame, quantile: str = "p50", initial_queue: bool = False) -> dict:
     """The `analyse` result as a JSON-ready dict."""
+    from trafficcore.signal.analysis import _records, analyse
+
     a = analyse(plan, demand, quantile=quantile, initial_queue=initial_queue)
     return {
         "command": "analyse",
@@ -58,6 +60,9 @@ def run_optimise(
     cycle_step: float = 5.0,
 ) -> dict:
     """Webster, the delay-minimising search (robust on request) and, with `tod` > 0, time-of-day plans."""
+    from trafficcore.signal.analysis import _records
+    from trafficcore.signal.optimise import optimise, time_of_day, webster
+
     quantiles = ("p10", "p50", "p90") if robust else ("p50",)
     w = webster(plan, demand)
     res = optimise(plan, demand, quantiles=quantiles, initial_queue=initial_queue, cycle_step=cycle_step)
@@ -107,6 +112,7 @@ def run_simulate(
     step_length: float = 0.5, initial_queue: bool = False,
 ) -> dict:
     """Analysis and SUMO side by side: the analyse rows plus sim_* columns."""
+    from trafficcore.signal.analysis import _records, analyse
     from trafficcore.signal.sumo import compare, simulate
 
     a = analyse(plan, demand, quantile=quantile, initial_queue=initial_queue)
@@ -129,6 +135,8 @@ def _write_json(result: dict, path: Path | None) -> None:
 
 
 def _print(result: dict) -> None:
+    import pandas as pd
+
     s = result["summary"]
     typer.echo(f"plan {s['plan']!r}: cycle {s['cycle']:g} s, {s['intervals']} intervals of {s['interval_min']:g} min, "
                f"demand {s['quantile']}")
@@ -190,6 +198,9 @@ _Q = typer.Option("p50", "--quantile", help="Demand quantile to analyse: p10, p5
 
 
 def _load(plan: Path, demand: Path | None, interval_min: int, unit: str, phf: float | None, source: tuple = ()):
+    from trafficcore.signal.demand import read_demand_csv
+    from trafficcore.signal.plan import load_plan
+
     dataset, site, at, model, db = source or (None,) * 5
     if (demand is None) == (dataset is None):
         raise TrafficCoreError("give either --demand DEMAND.csv or --dataset NAME --site ID --at TIME")
@@ -204,6 +215,8 @@ def forecast_demand(dataset: str, site: str, at: str, model_dir: Path | None, db
                     interval_min: int = 15, phf: float | None = None) -> pd.DataFrame:
     """Approach demand for a site from a forecast issued at `at`, by `model_dir` or else the model that
     serves the dataset everywhere (`trafficcore.live.serving`)."""
+    import pandas as pd
+
     from trafficcore import config
     from trafficcore.data.panel import load_panel
     from trafficcore.data.store import Store
@@ -250,7 +263,7 @@ def optimise_cmd(
     interval_min: int = _INTERVAL, phf: float = _PHF, initial_queue: bool = _IQ,
     dataset: str = _DATASET, site: str = _SITE, at: str = _AT, model: Path = _MODEL, db: Path = _DB,
     robust: bool = typer.Option(False, "--robust", help="Minimise expected delay over P10/P50/P90 (Swanson "
-                                                       f"weights {tuple(SWANSON.values())})."),
+                                                       "weights 0.3/0.4/0.3)."),
     tod: int = typer.Option(0, "--tod", help="Also split the profile into this many time-of-day plans."),
     min_plan_min: float = typer.Option(60.0, "--min-plan-min", help="Shortest time-of-day plan period (minutes)."),
     cycle_step: float = typer.Option(5.0, "--cycle-step", help="Coarse cycle grid step before the 1 s refinement."),
@@ -267,6 +280,8 @@ def optimise_cmd(
     except TrafficCoreError as e:
         _fail(e)
     _print(result)
+    if out_plan or timing_sheet:  # the exporter brings the SUMO writers; only load it to write
+        from trafficcore.signal.export import write_plan_json, write_timing_sheet
     if out_plan:
         typer.echo(f"wrote {write_plan_json(result['_optimised_plan'], out_plan)}")
     if timing_sheet:

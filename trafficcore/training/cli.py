@@ -20,15 +20,15 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import pandas as pd
 import typer
 
 from trafficcore import config
 from trafficcore.errors import TrafficCoreError
-from trafficcore.models.files import read_config
+
+if TYPE_CHECKING:  # numpy, pandas and the model files load inside the commands (issue 15: `--help` stays fast)
+    import pandas as pd
 
 
 class UsageError(TrafficCoreError):
@@ -66,6 +66,8 @@ def _panel(store, dataset: str):
 
 def _record_run(db: Path | None, run_id: str, dataset: str, model: str, path: Path | None, metrics: dict,
                 cfg: dict) -> None:
+    import pandas as pd
+
     from trafficcore.models.files import to_jsonable
 
     row = pd.DataFrame([{
@@ -103,8 +105,11 @@ def train(
 
 def _train(dataset, out, model, preset, device, db, backbone, resume, seed, max_steps, max_minutes, progress,
            keep_state=True):
+    import pandas as pd
+
     from trafficcore.evaluation.protocols import standard_split
     from trafficcore.models import registry
+    from trafficcore.models.files import read_config
     from trafficcore.models.lm import RECIPES
     from trafficcore.training import ddp
     from trafficcore.training.checkpoint import has_training_state
@@ -197,6 +202,8 @@ def default_model_dir(store, dataset: str) -> Path:
 
 def parse_issue_time(panel, at: str) -> pd.Timestamp:
     """`latest` (just after the newest reading) or a timestamp on the data's grid with enough history."""
+    import pandas as pd
+
     newest = panel.times[-1] + panel.interval
     if at.strip().lower() in ("latest", "now"):
         return newest
@@ -227,9 +234,12 @@ def forecast(
 
 
 def _forecast(dataset: str, at: str, model: Path | None, db: Path | None) -> pd.DataFrame:
+    import numpy as np
+
     from trafficcore.data.windows import build_samples
     from trafficcore.models.base import forecast_frame
     from trafficcore.models.baselines import neighbour_index
+    from trafficcore.models.files import read_config
     from trafficcore.models.registry import load_model
 
     store = _store(db, read_only=True)
@@ -273,6 +283,8 @@ def _forecast(dataset: str, at: str, model: Path | None, db: Path | None) -> pd.
 
 def _print_summary(df: pd.DataFrame, name: str, model_dir: Path, run_id: str, ts, load_s: float, predict_s: float,
                    synthetic: bool) -> None:
+    import numpy as np
+
     tag = " (synthetic demo data)" if synthetic else ""
     n_det = df["detector_id"].nunique()
     typer.echo(f"forecast {run_id}: {n_det} detectors x {df['horizon_min'].nunique()} horizons issued at {ts}{tag}")

@@ -9,6 +9,15 @@ rules are deliberately simple and stated in the table, so a person can check any
   with noise almost never repeat that long, and speeds carried forward by a broken feed do;
 - **zero**: zeros for at least `zero` (default 2 hours) while the same detector's median at those
   times of day is at least `busy` (default 5): a dead loop, not a quiet night.
+
+Only what is missing counts. The panel's grid is the dataset's local wall clock at a fixed step, so
+on the day the clocks go forward it holds an hour of local times that never happened (SCATS,
+Melbourne, 29 Oct 2006 02:00-02:45). A detector has nothing to report then, so those rows are not
+expected readings: they are left out of gaps and coverage, and a run of missing readings on both
+sides of the jump is one gap as long as the time that really passed (`skipped_wall_times`). A
+reading stored at such a time (a feed that ignores the clock change) still counts as observed.
+Faults the demo city plants (its city-wide communications outage of 1-2 hours, a detector's
+missing rows) are real gaps and are reported.
 """
 
 from __future__ import annotations
@@ -40,6 +49,37 @@ def _repeat_runs(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, lengths
 
 
+def skipped_wall_times(times: pd.DatetimeIndex, timezone: str | None) -> np.ndarray:
+    """True for each grid time that does not exist on `timezone`'s wall clock (a DST spring-forward).
+
+    No time zone, an unknown one or a zone without clock changes skips nothing.
+    """
+    skipped = np.zeros(len(times), dtype=bool)
+    if not timezone or not len(times) or times.tz is not None:
+        return skipped
+    try:
+        local = times.tz_localize(str(timezone), nonexistent="NaT", ambiguous=np.ones(len(times), dtype=bool))
+    except (ValueError, KeyError, TypeError):  # an unknown zone name: nothing to leave out
+        return skipped
+    return np.asarray(local.isna(), dtype=bool)
+
+
+def row_labels(panel: Panel) -> list[str]:
+    """A readable label per detector, in panel order: site name, approach and the detector id.
+
+    Why: a detector id alone ("2000:10505") means little to the person who must go and fix the loop;
+    the id stays in the label so that it can be found in the fault table and the source files.
+    """
+    det = panel.detectors
+    labels = []
+    for row in det.itertuples(index=False):
+        name = getattr(row, "site_name", None)
+        approach = getattr(row, "approach", None)
+        parts = [str(x) for x in (name, approach) if isinstance(x, str) and x.strip()]
+        labels.append(f"{' '.join(parts)} ({row.detector_id})" if parts else str(row.detector_id))
+    return labels
+
+
 def fault_flags(
     panel: Panel,
     gap: pd.Timedelta = pd.Timedelta(hours=1),
@@ -54,10 +94,14 @@ def fault_flags(
     zero_n = max(2, int(np.ceil(zero / step)))
     values = panel.values
     tod = (panel.times - panel.times.normalize()) // step if len(panel.times) else np.array([], int)
-    tod = np.asarray(tod, dtype=np.int64)
+    tod_all = np.asarray(tod, dtype=np.int64)
+    skipped = skipped_wall_times(panel.times, panel.info.get("timezone"))
     rows = []
     for j, det in enumerate(panel.detectors.itertuples(index=False)):
         col = values[:, j].astype(np.float64)
+        # Rows the clocks skipped take no time: drop them unless they hold a reading (module docstring).
+        expected = ~skipped | np.isfinite(col)
+        col, tod = col[expected], tod_all[expected]
         seen = np.isfinite(col)
         g_start, g_len = _runs(~seen)
         long_gaps = g_len >= gap_n
@@ -105,11 +149,18 @@ def _fmt(td: pd.Timedelta) -> str:
 
 
 def coverage_matrix(panel: Panel, freq: str = "D") -> pd.DataFrame:
-    """Share (0-100 %) of intervals observed per detector (rows) and day (columns), for a heatmap."""
+    """Share (0-100 %) of intervals observed per detector (rows) and day (columns), for a heatmap.
+
+    Local times the clocks skipped are not intervals a detector could report (module docstring).
+    """
     if not len(panel.times):
         return pd.DataFrame()
-    seen = pd.DataFrame(np.isfinite(panel.values), index=panel.times, columns=panel.detectors["detector_id"])
-    out = seen.resample(freq).mean().T * 100.0
+    observed = np.isfinite(panel.values)
+    expected = observed | ~skipped_wall_times(panel.times, panel.info.get("timezone"))[:, None]
+    cols = panel.detectors["detector_id"]
+    seen = pd.DataFrame(observed, index=panel.times, columns=cols).resample(freq).sum()
+    due = pd.DataFrame(expected, index=panel.times, columns=cols).resample(freq).sum()
+    out = (seen / due.where(due > 0)).T * 100.0
     out.columns = [f"{c:%Y-%m-%d}" for c in out.columns]
     return out.round(1)
 
