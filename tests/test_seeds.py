@@ -74,7 +74,7 @@ def test_each_seed_reaches_the_models_that_take_one():
     from trafficcore.evaluation.benchmark import _create
 
     assert _create("gbt", None, 5, {}).seed == 5
-    assert _create("lm", None, 7, {}).cfg.seed == 7  # through **kwargs into the LM's config
+    assert _create("lm", None, 7, {}).seed == 7
 
 
 def test_report_is_strict_json_with_a_utc_run_date_and_wall_times(report):

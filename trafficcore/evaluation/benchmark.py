@@ -82,7 +82,7 @@ def _accepts_spec(cls) -> bool:
 
 
 def _takes_seed(params) -> bool:
-    """A constructor takes a seed when it names one or passes **kwargs on (the LM hands them to its config)."""
+    """A constructor takes a seed when it names one or passes **kwargs on."""
     return "seed" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
