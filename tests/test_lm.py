@@ -267,6 +267,7 @@ def test_zero_head_shortcut_is_exact(fitted, panel, monkeypatch):
         m.reset_inference()
         short = m.predict_samples(panel, s)
         assert m._inference_net().skip_only and not m.reads_text
+        assert m.display_name == "Language model, numeric path only (its text path added nothing on validation)"
         monkeypatch.setattr(lm_mod.FusionNet, "head_is_zero", lambda self: False)
         m.reset_inference()
         full = m.predict_samples(panel, s)
@@ -334,6 +335,7 @@ def test_numeric_only_ensemble_with_extra_tokens_roundtrips(panel, tmp_path):
     assert set(m.token_dims) == {"own", "nbr", "week", "target", "calendar", "day", "long"}
     assert m.token_dims["target"][1] == 16  # profile, anchor, last week, its flags (4 each)
     assert [p["phase"] for p in m.metrics["phases"]] == ["numeric"]  # no transformer: the numeric phase alone
+    assert m.display_name == "Numeric network (no language model)" and not m.reads_text
     nb = panel.neighbour_matrix(SPEC.n_neighbours, SPEC.neighbour_method)
     s = build_samples(panel, sp.test[:6], spec=SPEC, neighbour_idx=nb)
     q = m.predict_samples(panel, s)

@@ -158,14 +158,19 @@ class StackForecaster:
 
     @property
     def display_name(self) -> str:
-        """Members in use joined by '+'; members with zero weight at every horizon named as not used."""
-        from trafficcore.models.registry import display_name
+        """Members in use joined by '+', each by its own name (a language model whose text path is off says so);
+        members with zero weight at every horizon named as not used."""
+        from trafficcore.models.registry import display_name, model_display_name
+
+        def named(n: str) -> str:
+            text = model_display_name(self.members[n]) if n in self.members else display_name(n)
+            return text[:1].lower() + text[1:]
 
         used = [n for j, n in enumerate(self.member_names) if self.weights is None or self.weights[:, j].max() > 0]
         unused = [n for n in self.member_names if n not in used]
-        text = " + ".join(display_name(n).lower() for n in used)
+        text = " + ".join(named(n) for n in used)
         if unused:
-            text += f" ({' and '.join(display_name(n).lower() for n in unused)} not used)"
+            text += f" ({' and '.join(named(n) for n in unused)} not used)"
         return text[0].upper() + text[1:]
 
     # -- the protocol

@@ -91,14 +91,15 @@ class LMForecaster:
         return net is not None and net.skip is not None and (net.encoder is not None or net.late is not None) \
             and net.head_is_zero()
 
-    def describe(self) -> str:
-        """What this model is, in words, for reports and the dashboard."""
+    @property
+    def display_name(self) -> str:
+        """What this model is, in words, for reports and the dashboard: a model whose text path training left
+        off is named for what it then is."""
         if not self.cfg.transformer:
             return "Numeric network (no language model)"
         if self.net is not None and self._transformer_is_off():
-            return "Numeric network (the language model's transformer added nothing on validation and is off)"
-        reads = "reads context text" if self.cfg.use_text else "no text"
-        return f"Language model ({self.backbone_info.get('name', 'pretrained encoder')}, {reads})"
+            return "Language model, numeric path only (its text path added nothing on validation)"
+        return "Language model (reads context text)" if self.cfg.use_text else "Language model (no text)"
 
     def variant(self, **architecture) -> LMForecaster:
         """An unfitted model with the same recipe, seed and spec and these architecture changes."""
@@ -416,7 +417,8 @@ class LMForecaster:
     def config_dict(self) -> dict:
         return {
             "model_class": self.model_class,
-            "name": self.describe(),
+            "name": self.name,
+            "display_name": self.display_name,
             "spec": {"history_steps": self.spec.history_steps, "horizons_min": list(self.spec.horizons_min),
                      "n_neighbours": self.spec.n_neighbours},
             "model": self.cfg.to_dict(),
