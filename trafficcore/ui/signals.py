@@ -126,7 +126,7 @@ def day_issue_times(panel: Panel, day, horizon_max_min: int, history_steps: int 
 
 
 def day_forecast(model, panel: Panel, detector_ids: list[str], day, neighbour_idx=None, progress=None,
-                 chunks: int = 6) -> pd.DataFrame:
+                 chunks: int = 4) -> pd.DataFrame:
     """Forecasts covering one day for some detectors: issued every max-horizon, each target once.
 
     Every value was forecast at most `max horizon` ahead from data before its issue time, so the
