@@ -111,7 +111,9 @@ def sidebar() -> sh.Context | None:
     keys = [c.key for c in options]
     if sh.kept("model") not in keys:
         sh.keep("model", keys[0])
+    current = options[keys.index(sh.kept("model"))]
     key = st.sidebar.selectbox("Model", keys, format_func=lambda k: options[keys.index(k)].label,
+                               help=md(current.label) + (f" (folder {md(current.path)})" if current.path else ""),
                                **sh.persistent("model", keys[0]))
     choice = options[keys.index(key)]
 
@@ -177,7 +179,8 @@ def sidebar() -> sh.Context | None:
             else:
                 model, note = sh.get_model(db, dataset, stamp, choice)
                 status = uim.describe(choice, model, note)
-                st.caption(md(status))
+                tip = uim.path_help(choice)
+                st.caption(md(status), help=md(tip) if tip else None)
         except Exception as exc:  # noqa: BLE001 - a broken model must not take the app down
             sh.log.exception("model %s for %s failed", choice.key, dataset)
             status = f"The model '{choice.label}' could not be prepared ({type(exc).__name__}); choose another."

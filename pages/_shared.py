@@ -206,6 +206,32 @@ def get_forecast(path: str, dataset: str, stamp: str, _choice: uim.ModelChoice, 
     return uif.with_context(fc, panel)
 
 
+@st.cache_resource(show_spinner=False)
+def _memo_store() -> dict:
+    return {"lock": threading.Lock(), "tables": {}}
+
+
+def memo_get(name: str, key: tuple):
+    """A result computed before by a page with its own progress bar (`memo_put`), or None.
+
+    st.cache_data cannot drive a progress bar from inside a cached function; pages that show
+    steps compute outside it and keep the result here (shared by sessions, like cache_data).
+    """
+    store = _memo_store()
+    with store["lock"]:
+        return store["tables"].get(name, {}).get(key)
+
+
+def memo_put(name: str, key: tuple, value, max_entries: int = 16) -> None:
+    store = _memo_store()
+    with store["lock"]:
+        table = store["tables"].setdefault(name, {})
+        table.pop(key, None)
+        table[key] = value
+        while len(table) > max_entries:
+            table.pop(next(iter(table)))
+
+
 @dataclass
 class Context:
     """The shared sidebar state every page reads (set by app.py on each run)."""

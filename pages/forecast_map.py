@@ -18,13 +18,21 @@ from trafficcore.ui.safe import md
 MODES = {"volume": "Forecast value", "change": "Change vs typical"}
 
 
+def _pick_key() -> str:
+    """The map widget's key. It changes after every click: Streamlit fades every object but the clicked
+    one to 40 % while a deck selection is held, which left the other sites near-transparent; a fresh
+    widget holds no selection, and the page marks the selected site itself (outline, label, ~60 % others)."""
+    return f"map_pick_{sh.kept('map_pick_n', 0)}"
+
+
 def _on_pick() -> None:
-    """Map click: make the clicked site the selected one."""
-    state = st.session_state.get("map_pick") or {}
+    """Map click: make the clicked site the selected one, and drop the deck's own selection (see _pick_key)."""
+    state = st.session_state.get(_pick_key()) or {}
     objects = (state.get("selection") or {}).get("objects") or {}
     picked = objects.get("sites") or []
     if picked:
         sh.select_site(str(picked[0]["site_id"]))
+    sh.keep("map_pick_n", sh.kept("map_pick_n", 0) + 1)
 
 
 def _on_horizon() -> None:
@@ -42,7 +50,9 @@ hs = uif.horizons_of(fc)
 st.session_state["map_h"] = min(hs, key=lambda h: abs(h - ctx.horizon))  # the shared horizon, nearest offered
 
 c1, c2, c3 = st.columns([3, 2, 1.3], vertical_alignment="bottom")
-horizon = c1.select_slider("Horizon (minutes ahead)", options=hs, key="map_h", on_change=_on_horizon)
+horizon = c1.select_slider("Horizon (minutes ahead)", options=hs, key="map_h", on_change=_on_horizon,
+                           help=f"The model in use forecasts {hs[0]}-{hs[-1]} min ahead, in "
+                                f"{hs[1] - hs[0] if len(hs) > 1 else hs[0]}-minute steps.")
 mode = c2.segmented_control("Colour by", list(MODES), format_func=MODES.get, **sh.persistent("map_mode", "volume"))
 mode = mode or "volume"
 basemap = c3.toggle("Basemap tiles", help="Street map underneath (needs internet).",
@@ -79,8 +89,11 @@ tooltip = {"text": "{name} ({site_id})\nForecast: {forecast_txt}\nTypical: {typi
 deck_kwargs = {"map_style": None} if basemap else {"map_provider": None, "map_style": None}
 deck = pdk.Deck(layers=layers, initial_view_state=pdk.ViewState(**view_state(styled)), tooltip=tooltip,
                 **deck_kwargs)
-st.pydeck_chart(deck, on_select=_on_pick, selection_mode="single-object", key="map_pick", height=470,
+st.pydeck_chart(deck, on_select=_on_pick, selection_mode="single-object", key=_pick_key(), height=470,
                 alt="Map of the intersections coloured by forecast")
+if basemap:
+    st.caption(":material/wifi_off: The street map underneath needs internet (Carto's tiles): offline it stays "
+               "blank, and the circles and roads still show.")
 title = f"Forecast ({units})" if mode == "volume" else "Forecast against the same weekday and time, last 4 weeks"
 st.html(uif.legend_html(title, legend) + '<div style="font-size:0.8rem;color:#5a6670">Circle size: forecast '
         "value. Click a circle to select its site.</div>")
@@ -91,12 +104,22 @@ with left, sh.guarded("approach table"):
     st.subheader(f"Approaches at {md(name)}" if name else "Approaches")
     if ctx.site:
         table = uif.approach_table(fc, ctx.site, horizon)
-        st.dataframe(table, hide_index=True, width="stretch", key="map_approaches")
+        num = st.column_config.NumberColumn
+        st.dataframe(table, hide_index=True, width="stretch", key="map_approaches", column_config={
+            "approach": st.column_config.TextColumn("approach", width="small"),
+            **{c: num(c, format="%.0f", width="small") for c in ("P10", "P50", "P90", "typical", "observed")},
+            "change %": num("change %", format="%+.0f%%", width="small",
+                            help="P50 against the typical value (same weekday and time, last 4 weeks)")})
         st.page_link(sh.PAGES["site"], label="Open the site detail", icon=":material/show_chart:")
 with right, sh.guarded("busiest sites"):
     st.subheader("Largest changes" if mode == "change" else "Busiest sites")
     order = "change_pct" if mode == "change" else "forecast"
     top = styled.assign(abs_change=styled["change_pct"].abs())
     top = top.sort_values("abs_change" if mode == "change" else order, ascending=False).head(8)
-    st.dataframe(top[["name", "forecast", "typical", "change_pct"]].round(1).rename(
-        columns={"forecast": "forecast", "change_pct": "change %"}), hide_index=True, width="stretch")
+    num = st.column_config.NumberColumn
+    st.dataframe(top[["name", "forecast", "typical", "change_pct"]].rename(columns={"change_pct": "change %"}),
+                 hide_index=True, width="stretch", key="map_busiest", column_config={
+                     "name": st.column_config.TextColumn("site", width="medium"),
+                     "forecast": num("forecast", format="%.0f", width="small", help=f"P50, {units}"),
+                     "typical": num("typical", format="%.0f", width="small"),
+                     "change %": num("change %", format="%+.0f%%", width="small")})

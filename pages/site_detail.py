@@ -40,7 +40,8 @@ approach = approach or labels[0]
 one = dets[dets["label"] == approach]
 
 sh.require_model(ctx)
-fc = ctx.forecast()
+with st.spinner("Forecasting every detector at this issue time...", show_time=True):
+    fc = ctx.forecast()
 table = series.forecast_table(fc, dets)
 mine = table[table["approach"] == approach]
 hist = series.history(panel, one, ctx.issued_at, hours=24)
@@ -72,7 +73,7 @@ with sh.guarded("history chart"):
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title=units,
                       legend={"orientation": "h", "y": -0.15},
                       title=f"{plot_text(approach)}: last 24 h and the forecast")
-    st.plotly_chart(fig, width="stretch", key="sd_history")
+    st.plotly_chart(fig, width="stretch", key="sd_history", config={"displayModeBar": "hover"})
 
 acc = series.accuracy(mine)
 m1, m2, m3, m4 = st.columns(4)
@@ -105,13 +106,22 @@ with left, sh.guarded("typical day"):
     fig2.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title=units,
                        title=f"Typical {ctx.issued_at:%A} (dotted) and today so far", showlegend=True,
                        legend={"font": {"size": 10}})
-    st.plotly_chart(fig2, width="stretch", key="sd_typical")
+    st.plotly_chart(fig2, width="stretch", key="sd_typical", config={"displayModeBar": "hover"})
 with right, sh.guarded("forecast table"):
     st.markdown("**Forecast against observed**")
-    show = mine[["target_ts", "horizon_min", "p10", "p50", "p90", "typical", "observed", "error"]].copy()
-    show["target_ts"] = show["target_ts"].dt.strftime("%H:%M")
-    show["inside P10-P90"] = mine["inside_band"].map({1.0: "yes", 0.0: "no"}).fillna("")
-    st.dataframe(show.round(1), hide_index=True, width="stretch", key="sd_table")
+    show = pd.DataFrame({
+        "time": mine["target_ts"].dt.strftime("%H:%M"),
+        "P10": mine["p10"], "P50": mine["p50"], "P90": mine["p90"], "typical": mine["typical"],
+        "observed": mine["observed"], "error": mine["error"],
+        "in band": mine["inside_band"].map({1.0: "yes", 0.0: "no"}).fillna(""),
+    })
+    num = st.column_config.NumberColumn
+    st.dataframe(show, hide_index=True, width="stretch", key="sd_table", column_config={
+        "time": st.column_config.TextColumn("time", width="small", help="Start of the forecast 15 minutes"),
+        **{c: num(c, format="%.0f", width="small") for c in ("P10", "P50", "P90", "typical", "observed")},
+        "error": num("error", format="%+.1f", width="small", help="forecast P50 - observed"),
+        "in band": st.column_config.TextColumn("in band", width="small",
+                                               help="Observed value inside the P10-P90 band")})
 
 with st.expander("What the model reads about this approach"), sh.guarded("context text"):
     from trafficcore.data.windows import context_fields

@@ -8,6 +8,7 @@ on the Signal what-if page for this site, else the site's default plan.
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -23,11 +24,25 @@ from trafficcore.ui.safe import md, plot_text
 PALETTE = ["#e65a28", "#2b7bb9", "#3a9d5d", "#8e44ad"]
 
 
-@st.cache_data(show_spinner="Forecasting the whole day...", max_entries=16)
-def day_profile(db: str, dataset: str, stamp: str, _choice, choice_key: str, detectors: tuple[str, ...], day: str):
-    model, _ = sh.get_model(db, dataset, stamp, _choice)
-    return us.day_forecast(model, sh.get_panel(db, dataset, stamp), list(detectors), pd.Timestamp(day),
-                           sh.neighbours_for(db, dataset, stamp, model))
+def day_profile(ctx: sh.Context, detectors: tuple[str, ...], day: pd.Timestamp) -> pd.DataFrame:
+    """The day's forecast profile (kept per model, data version and site), with steps shown the first time."""
+    key = (ctx.db, ctx.dataset, ctx.stamp, ctx.choice.key, detectors, str(day))
+    fc = sh.memo_get("day_profile", key)
+    if fc is not None:
+        return fc
+    t0 = time.perf_counter()
+    with st.status(f"Forecasting {day:%A %d %b} for this site (first visit only)...", expanded=True) as box:
+        if ctx.model is None:
+            box.write("Loading the forecasting model (once per server)...")
+        model = sh.loaded_model(ctx)
+        nb = sh.neighbours_for(ctx.db, ctx.dataset, ctx.stamp, model)
+        box.write(f"Issuing a forecast every {max(model.spec.horizons_min)} min through the day...")
+        bar = st.progress(0.0)
+        fc = us.day_forecast(model, ctx.panel, list(detectors), day, nb,
+                             progress=lambda d, n: bar.progress(d / n, text=f"{d} of {n} issue times"))
+        box.update(label=f"Forecast the day in {time.perf_counter() - t0:.1f} s", state="complete", expanded=False)
+    sh.memo_put("day_profile", key, fc)
+    return fc
 
 
 @st.cache_data(show_spinner="Choosing breakpoints and optimising each plan...", max_entries=16)
@@ -64,15 +79,16 @@ robust = c3.toggle("Robust (P10/P50/P90)", **sh.persistent("tod_robust", False))
 quantiles = ("p10", "p50", "p90") if robust else ("p50",)
 
 dets = tuple(us.detector_map(approaches))
-fc = day_profile(ctx.db, ctx.dataset, ctx.stamp, ctx.choice, ctx.choice.key, dets, str(day))
+fc = day_profile(ctx, dets, day)
 if fc.empty:
     st.info(f"No forecasts can be issued on {day:%A %d %b %Y} (too early in the data, or after the newest reading).")
     st.stop()
 step_min = int(panel.interval / pd.Timedelta(minutes=1))
 demand = us.site_demand(fc, approaches, step_min)
 first, last = demand["interval_start"].min(), demand["interval_start"].max()
-st.caption(f"Forecast profile of {day:%A %d %b %Y}, {first:%H:%M}-{last + pd.Timedelta(minutes=15):%H:%M}, "
-           f"stitched from forecasts issued every {max(sh.loaded_model(ctx).spec.horizons_min)} min.")
+every = max(sh.loaded_model(ctx).spec.horizons_min)
+st.caption(f"Forecast profile of {day:%A %d %b %Y}, {us.period_text(first, last + panel.interval)}, "
+           f"stitched from forecasts issued every {every} min (each value forecast at most {every} min ahead).")
 min_intervals = max(1, int(min_hours * 60 / int(demand["interval_min"].iloc[0])))
 try:
     segments, plans, new, cur, saving = plans_for(json.dumps(plan.to_dict(), sort_keys=True), demand, k, quantiles,
@@ -94,15 +110,19 @@ with sh.guarded("profile chart"):
     for r in segments.itertuples(index=False):
         fig.add_vline(x=r.start, line_dash="dash", line_color="#1f2a30")
         fig.add_annotation(x=r.start, y=1.0, yref="paper", xanchor="left", showarrow=False, font={"size": 11},
-                           text=f"Plan {r.plan_no}: {r.cycle:g} s")
+                           text=f"Plan {r.plan_no} · {r.cycle:g} s cycle")
     fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title="forecast demand (veh/h)",
                       legend={"orientation": "h", "y": -0.15})
-    st.plotly_chart(fig, width="stretch", key="tod_chart")
+    st.plotly_chart(fig, width="stretch", key="tod_chart", config={"displayModeBar": "hover"})
+st.caption("Each dashed line starts a plan, which runs until the next line. \"Plan 1 · 90 s cycle\" means "
+           "timing plan 1 applies from that time: every phase gets green once in each 90-second cycle, with the "
+           "greens in the table below. The same plan can return later in the day; the controller switches "
+           "plans at these times.")
 
 table = pd.DataFrame({
     "plan": segments["plan_no"],
     "from": segments["start"].dt.strftime("%H:%M"),
-    "to": segments["end"].dt.strftime("%H:%M"),
+    "to": [us.clock_end(a, b) for a, b in zip(segments["start"], segments["end"], strict=True)],
     "cycle (s)": segments["cycle"],
     "greens (s)": [", ".join(f"{p['name']} {g:g}" for p, g in zip(pl["phases"], gr, strict=True))
                    for pl, gr in zip(plans, segments["greens"], strict=True)],

@@ -9,6 +9,7 @@ to the text the model reads, so the forecast and its attributions change when th
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import numpy as np
 import pandas as pd
@@ -35,24 +36,44 @@ def explanation(db: str, dataset: str, stamp: str, _choice, choice_key: str, det
     return e, tx.tokens_html(e), tx.features_frame(e), tx.phrases(e)
 
 
-@st.cache_data(show_spinner="Explaining a sample of forecasts...", max_entries=8)
-def importance(db: str, dataset: str, stamp: str, _choice, choice_key: str, day: str, horizon: int, n: int):
+def importance(ctx: sh.Context, day: str, horizon: int, n: int):
+    """Mean |attribution| over a sample of `n` forecasts of the day (kept per model and data version).
+
+    The first time shows a progress bar (one step per forecast explained); later runs read the kept result.
+    """
     from trafficcore import explain as tx
 
-    panel = sh.get_panel(db, dataset, stamp)
-    model, _ = sh.get_model(db, dataset, stamp, _choice)
-    rng = np.random.default_rng(0)
-    dets = rng.choice(panel.detectors["detector_id"].to_numpy(), size=n)
-    hours = rng.choice(np.arange(6, 21), size=n)
-    pairs = [(d, pd.Timestamp(day) + pd.Timedelta(hours=int(h))) for d, h in zip(dets, hours, strict=True)]
-    return tx.global_importance(model, panel, pairs, horizon_min=horizon, n_permutations=4)
+    key = (ctx.db, ctx.dataset, ctx.stamp, ctx.choice.key, day, int(horizon), int(n))
+    out = sh.memo_get("global_importance", key)
+    if out is not None:
+        return out
+    t0 = time.perf_counter()
+    with st.status(f"Explaining a sample of {n} forecasts...", expanded=True) as box:
+        model = sh.loaded_model(ctx)
+        panel = ctx.panel
+        rng = np.random.default_rng(0)
+        dets = rng.choice(panel.detectors["detector_id"].to_numpy(), size=n)
+        hours = rng.choice(np.arange(6, 21), size=n)
+        pairs = [(d, pd.Timestamp(day) + pd.Timedelta(hours=int(h))) for d, h in zip(dets, hours, strict=True)]
+        bar = st.progress(0.0)
+        out = tx.global_importance(model, panel, pairs, horizon_min=horizon, n_permutations=4,
+                                   progress=lambda d, k: bar.progress(d / k, text=f"{d} of {k} forecasts explained"))
+        box.update(label=f"Explained {n} forecasts in {time.perf_counter() - t0:.1f} s", state="complete",
+                   expanded=False)
+    sh.memo_put("global_importance", key, out, max_entries=8)
+    return out
+
+
+#: Plotly's toolbar only on hover: drawn on top, it covered the chart titles.
+PLOTLY_CONFIG = {"displayModeBar": "hover"}
 
 
 def bars(names, values, title: str) -> go.Figure:
     colours = ["#e53935" if v >= 0 else "#1e88e5" for v in values]
     fig = go.Figure(go.Bar(x=list(values), y=list(names), orientation="h", marker_color=colours))
-    fig.update_layout(height=max(220, 26 * len(names) + 60), margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title=title, yaxis={"autorange": "reversed"}, xaxis_title="change of the forecast")
+    fig.update_layout(height=max(220, 26 * len(names) + 60), margin={"l": 10, "r": 10, "t": 44, "b": 10},
+                      title=title, yaxis={"autorange": "reversed"},
+                      xaxis_title="change of the forecast")
     return fig
 
 
@@ -118,7 +139,7 @@ with left:
         st.dataframe(ph.round(2), hide_index=True, width="stretch", key="why_phrases")
 with right, sh.guarded("attribution chart"):
     st.plotly_chart(bars(features["name"], features["value"], f"Numeric features ({unit})"), width="stretch",
-                    key="why_features")
+                    key="why_features", config=PLOTLY_CONFIG)
 st.caption(f"Additive: base {e.base_value:.2f} + attributions {e.total() - e.base_value:+.2f} = "
            f"{e.total():.2f} (forecast {e.prediction:.2f}).")
 
@@ -128,15 +149,14 @@ if st.button("Explain a sample of 24 forecasts on this day", key="why_global", i
     st.session_state[gkey] = True
 if st.session_state.get(gkey):
     with sh.guarded("global importance"):
-        fdf, tdf = importance(ctx.db, ctx.dataset, ctx.stamp, ctx.choice, ctx.choice.key,
-                              str(ctx.issued_at.normalize()), int(horizon), 24)
+        fdf, tdf = importance(ctx, str(ctx.issued_at.normalize()), int(horizon), 24)
         g1, g2 = st.columns(2)
         g1.plotly_chart(bars(fdf["name"], fdf["mean_abs"], "Mean |attribution| per feature group"), width="stretch",
-                        key="why_gfeat")
+                        key="why_gfeat", config=PLOTLY_CONFIG)
         if len(tdf):
             words = [plot_text(t) for t in tdf["token"]]
             g2.plotly_chart(bars(words, tdf["mean_abs"], "Mean |attribution| per frequent word"),
-                            width="stretch", key="why_gtok")
+                            width="stretch", key="why_gtok", config=PLOTLY_CONFIG)
         else:
             g2.caption("No word attributions: the model in use does not read text.")
 else:

@@ -175,7 +175,7 @@ def test_whatif_turning_shares_must_add_up(page):
 def test_time_of_day_plans_follow_the_number_of_plans(page):
     at = page("tod_plans")
     table = frame_with(at, "cycle (s)")
-    assert len(table) == 3 and table["from"].iloc[0] == "00:00" and table["to"].iloc[-1] == "00:00"
+    assert len(table) == 3 and table["from"].iloc[0] == "00:00" and table["to"].iloc[-1] == "24:00"
     saving = float(metric(at, "Saving").rstrip("%"))
     assert saving >= 0
     at.slider(key="tod_k").set_value(4).run()
@@ -415,3 +415,83 @@ def test_whatif_optimised_and_robust_explain_themselves_and_optimise_sits_under_
     # the button is in the "Optimised" column: the second of the three suggestion columns
     cols = [c for c in at.columns if any(getattr(b, "key", None) == "sw_opt" for b in c.button)]
     assert cols and any(m.value == "**Optimised**" for m in cols[-1].markdown)
+
+
+# ---------------------------------------------------------------------------- Issue 15: Explore pages
+def test_map_change_mode_and_selection_keep_sites_readable(page):
+    at = page("forecast_map")
+    at.button_group(key="map_mode").set_value("change").run()
+    spec = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
+    sites = spec["layers"][1]["data"]
+    alphas = {s["site_id"]: s["color"][3] for s in sites}
+    assert alphas["S2"] == 255 and all(140 <= a <= 170 for k, a in alphas.items() if k != "S2")  # ~60 %
+    for s in sites:  # no pale grey: every circle with a typical value has a visible colour
+        r, g, b = s["color"][:3]
+        assert min(r, g, b) < 200, s
+    # the deck widget is keyed by a pick counter: after a click the next run draws a deck with no held
+    # selection (Streamlit fades every unselected object to 40 % while one is held)
+    assert "map_pick_0" in at.get("deck_gl_json_chart")[0].proto.id
+
+
+def test_map_says_the_basemap_needs_internet_and_the_slider_its_horizons(page):
+    at = page("forecast_map")
+    assert "needs internet" not in texts(at)
+    at.toggle(key="map_tiles").set_value(True).run()
+    assert "needs internet" in texts(at) and "circles and roads still show" in texts(at)
+    assert "forecasts 15-120 min ahead" in at.select_slider(key="map_h").help
+
+
+def test_map_tables_fit_narrow_screens(page):
+    at = page("forecast_map")
+    approaches = frame_with(at, "P50")
+    assert list(approaches.columns) == ["approach", "P10", "P50", "P90", "typical", "change %", "observed"]
+    busiest = frame_with(at, "forecast")
+    assert list(busiest.columns) == ["name", "forecast", "typical", "change %"]
+    assert any(d.proto.columns for d in at.dataframe)  # column_config set (widths and formats)
+
+
+def test_sidebar_shows_a_short_model_name_not_its_absolute_path(page):
+    at = page("forecast_map")
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert "Horizons" in captions
+    assert "/tmp" not in captions and str(APP.parents[1]) not in captions
+
+
+def test_site_detail_forecast_table_is_short(page):
+    at = page("site_detail")
+    table = frame_with(at, "observed")
+    assert list(table.columns) == ["time", "P10", "P50", "P90", "typical", "observed", "error", "in band"]
+    for chart in at.get("plotly_chart"):
+        assert json.loads(chart.proto.config)["displayModeBar"] == "hover"
+
+
+def _status_labels(at) -> list[str]:
+    """Labels of the st.status boxes on the page."""
+    return [e.label for e in at.status]
+
+
+def test_time_of_day_plans_period_text_and_plan_note(page):
+    import streamlit as st
+
+    st.cache_resource.clear()  # the day profile is kept per server: this visit is a first one
+    at = page("tod_plans")
+    cap = texts(at)
+    assert "00:00-24:00" in cap and "00:00-00:00" not in cap
+    assert "cycle" in cap and "runs until the next line" in cap
+    assert any(label.startswith("Forecast the day in") for label in _status_labels(at)), _status_labels(at)
+    at.slider(key="tod_k").set_value(2).run()  # kept: no second forecasting run
+    assert not any(label.startswith("Forecast the day in") for label in _status_labels(at))
+    layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+    assert any("s cycle" in a["text"] for a in layout["annotations"])
+
+
+def test_why_global_importance_shows_progress_and_toolbar_on_hover(page):
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = page("why_forecast")
+    at.button(key="why_global").click().run()
+    assert not at.exception
+    assert any(label.startswith("Explained 24 forecasts in") for label in _status_labels(at)), _status_labels(at)
+    configs = [json.loads(c.proto.config) for c in at.get("plotly_chart")]
+    assert configs and all(c.get("displayModeBar") == "hover" for c in configs)

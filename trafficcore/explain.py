@@ -374,12 +374,18 @@ def global_importance(
     horizon_min: int = 30,
     n_permutations: int = 4,
     top_tokens: int = 15,
+    progress=None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean |attribution| per feature group and per frequent token over a sample of forecasts."""
+    """Mean |attribution| per feature group and per frequent token over a sample of forecasts.
+
+    `progress(done, total)`, when given, is called after each forecast is explained (a page's progress bar).
+    """
     feats: dict[str, list[float]] = {}
     toks: dict[str, list[float]] = {}
-    for det, at in pairs:
+    for i, (det, at) in enumerate(pairs):
         e = explain(model, panel, det, at, horizon_min, n_permutations=n_permutations)
+        if progress is not None:
+            progress(i + 1, len(pairs))
         for f in e.features:
             feats.setdefault(f["name"], []).append(abs(f["value"]))
         for t in e.tokens:

@@ -84,9 +84,24 @@ def issue_grid(panel: Panel, start=None, end=None, spec: WindowSpec = WindowSpec
     return rows[ok]
 
 
-def holiday_dates(panel: Panel) -> set:
-    """Dates marked as public holidays by events of kind 'holiday' (the demo city has some)."""
+def holiday_dates(panel: Panel) -> frozenset:
+    """Dates marked as public holidays by events of kind 'holiday' (the demo city has some).
+
+    Kept on the panel after the first call (keyed by its events frame): explanations and day profiles
+    ask for it hundreds of times per page, and building it costs about 2 ms each time.
+    """
     ev = panel.events
+    memo = panel.__dict__.setdefault("_holidays", {})
+    hit = memo.get(id(ev))
+    if hit is not None and hit[0] is ev:
+        return hit[1]
+    out = frozenset(_holiday_dates(ev))
+    memo.clear()
+    memo[id(ev)] = (ev, out)
+    return out
+
+
+def _holiday_dates(ev: pd.DataFrame) -> set:
     if ev.empty:
         return set()
     hol = ev[ev["kind"].fillna("").str.contains("holiday", case=False)]

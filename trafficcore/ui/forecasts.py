@@ -17,8 +17,17 @@ from trafficcore.data.panel import Panel
 WEEK = pd.Timedelta(days=7)
 #: colour stops (r, g, b): low -> high volume, and lower -> typical -> higher.
 VOLUME_STOPS = [(255, 237, 160), (254, 178, 76), (240, 59, 32), (128, 0, 38)]
-CHANGE_STOPS = [(33, 102, 172), (146, 197, 222), (200, 200, 200), (244, 165, 130), (178, 24, 43)]
+#: Diverging, saturated on both sides and a mid grey (not a pale one) at "typical", so a circle's colour
+#: reads on a white canvas and on the light basemap; the ramp runs over sqrt(|change| / limit), so a
+#: 5 % change is already a clear blue or orange (a linear ramp left most of a normal day pale grey).
+CHANGE_STOPS = [(5, 48, 97), (33, 102, 172), (67, 147, 195), (128, 128, 128), (230, 120, 60), (200, 40, 40),
+                (103, 0, 31)]
 CHANGE_LIMIT_PCT = 40.0
+#: Colour of a site with no typical value (nothing to compare against): light, outlined, unlike "typical".
+NO_TYPICAL_RGB = (225, 225, 225)
+#: Fill opacity of sites other than the selected one (about 60 %), and of every site when none is selected.
+DIM_ALPHA = 155
+FULL_ALPHA = 235
 
 
 def unit(panel: Panel, measure: str = "volume") -> str:
@@ -105,8 +114,14 @@ def _ramp(x: np.ndarray, stops: list[tuple[int, int, int]]) -> np.ndarray:
     stops_a = np.array(stops, dtype=float)
     pos = np.linspace(0, 1, len(stops))
     rgb = np.stack([np.interp(np.clip(x, 0, 1), pos, stops_a[:, i]) for i in range(3)], axis=1)
-    rgb[x < 0] = (160, 160, 160)
+    rgb[x < 0] = NO_TYPICAL_RGB
     return rgb.round().astype(int)
+
+
+def change_position(change_pct) -> np.ndarray:
+    """Where a % change sits on the diverging ramp, 0..1 with 0.5 = typical (square-root scale; NaN stays NaN)."""
+    c = np.clip(np.asarray(change_pct, dtype=float), -CHANGE_LIMIT_PCT, CHANGE_LIMIT_PCT) / CHANGE_LIMIT_PCT
+    return 0.5 + 0.5 * np.sign(c) * np.sqrt(np.abs(c))
 
 
 def style_sites(totals: pd.DataFrame, mode: str, selected: str | None = None) -> tuple[pd.DataFrame, list]:
@@ -119,21 +134,21 @@ def style_sites(totals: pd.DataFrame, mode: str, selected: str | None = None) ->
     vmax = float(np.nanpercentile(out["forecast"], 95)) if len(out) and out["forecast"].notna().any() else 1.0
     vmax = vmax if vmax > 0 else 1.0
     if mode == "change":
-        x = (np.clip(out["change_pct"].to_numpy(dtype=float), -CHANGE_LIMIT_PCT, CHANGE_LIMIT_PCT)
-             / (2 * CHANGE_LIMIT_PCT) + 0.5)
-        rgb = _ramp(x, CHANGE_STOPS)
-        ticks = [-CHANGE_LIMIT_PCT, -CHANGE_LIMIT_PCT / 2, 0.0, CHANGE_LIMIT_PCT / 2, CHANGE_LIMIT_PCT]
-        legend = [(f"{t:+.0f}%" if t else "typical", _hex(_ramp([t / (2 * CHANGE_LIMIT_PCT) + 0.5], CHANGE_STOPS)[0]))
+        rgb = _ramp(change_position(out["change_pct"].to_numpy(dtype=float)), CHANGE_STOPS)
+        ticks = [-CHANGE_LIMIT_PCT, -20.0, -5.0, 0.0, 5.0, 20.0, CHANGE_LIMIT_PCT]
+        legend = [(f"{t:+.0f}%" if t else "typical", _hex(_ramp(change_position([t]), CHANGE_STOPS)[0]))
                   for t in ticks]
-        legend.append(("no typical value", _hex((160, 160, 160))))
+        legend.append(("no typical value", _hex(NO_TYPICAL_RGB)))
     else:
         rgb = _ramp(out["forecast"].to_numpy(dtype=float) / vmax, VOLUME_STOPS)
         legend = [(f"{f * vmax:,.0f}", _hex(_ramp([f], VOLUME_STOPS)[0])) for f in (0.0, 0.33, 0.66, 1.0)]
-    out["color"] = [[int(r), int(g), int(b), 215] for r, g, b in rgb]
+    is_sel = (out["site_id"] == selected).to_numpy()
+    # the selected site stands out by its outline and full colour; the others stay readable at ~60 %
+    alpha = np.where(is_sel, 255, DIM_ALPHA if selected is not None and is_sel.any() else FULL_ALPHA)
+    out["color"] = [[int(r), int(g), int(b), int(a)] for (r, g, b), a in zip(rgb, alpha, strict=True)]
     size = np.sqrt(np.clip(out["forecast"].fillna(0).to_numpy(dtype=float), 0, None) / vmax)
     out["radius"] = (5 + 14 * np.clip(size, 0, 1.3)).round(1)
-    is_sel = out["site_id"] == selected
-    out["line"] = [[20, 20, 20, 255] if s else [255, 255, 255, 200] for s in is_sel]
+    out["line"] = [[20, 20, 20, 255] if s else [90, 90, 90, 200] for s in is_sel]
     out["line_width"] = np.where(is_sel, 3, 1)
     out["forecast_txt"] = [f"{v:,.0f} (P10-P90 {a:,.0f}-{b:,.0f})" for v, a, b in
                            zip(out["forecast"], out["p10"], out["p90"], strict=True)]
@@ -180,20 +195,21 @@ def road_lines(panel: Panel) -> pd.DataFrame:
 
 
 def approach_table(fcx: pd.DataFrame, site_id: str, horizon: int) -> pd.DataFrame:
-    """One row per approach of a site at one horizon: P10/P50/P90, typical, change, and the observed value."""
+    """One row per approach of a site at one horizon: P10/P50/P90, typical, change, and the observed value.
+
+    Seven short columns, so the table fits beside the busiest sites at 1366 px (the target time is in the
+    page's caption, the detector id in the approach when it has no compass direction).
+    """
     part = fcx[(fcx["site_id"] == site_id) & (fcx["horizon_min"] == horizon)]
     out = pd.DataFrame(
         {
             "approach": part["approach"].replace("", np.nan).fillna(part["detector_id"]),
-            "detector": part["detector_id"],
-            "measure": part["measure"],
-            "target": part["target_ts"].dt.strftime("%a %H:%M"),
-            "P10": part["p10"].round(1),
-            "P50": part["p50"].round(1),
-            "P90": part["p90"].round(1),
-            "typical": part["typical"].round(1),
+            "P10": part["p10"].round(0),
+            "P50": part["p50"].round(0),
+            "P90": part["p90"].round(0),
+            "typical": part["typical"].round(0),
             "change %": (100 * (part["p50"] - part["typical"]) / part["typical"].where(part["typical"] > 0)).round(0),
-            "observed": part["observed"].round(1),
+            "observed": part["observed"].round(0),
         }
     )
     return out.reset_index(drop=True)

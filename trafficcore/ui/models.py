@@ -72,7 +72,21 @@ def describe(choice: ModelChoice, model: object, note: dict | None) -> str:
     if choice.kind == "fit" and note:
         return (f"{choice.label.split(' (')[0]}, learnt from {note['first']:%d %b %Y} to {note['last']:%d %b %Y}; "
                 f"forecasts issued later are out of sample. Horizons: {horizons} min.")
-    return f"{choice.label} from {choice.path}. Horizons: {horizons} min."
+    return f"{choice.label}, folder {short_path(choice.path)}. Horizons: {horizons} min."
+
+
+def short_path(path: str | Path | None) -> str:
+    """A model folder as the sidebar shows it: its last two parts ("models/scats-lm"), never the absolute path
+    (which clipped the sidebar; the full path goes in a tooltip, `path_help`)."""
+    if not path:
+        return ""
+    parts = Path(str(path)).parts
+    return "/".join(parts[-2:]) if len(parts) > 1 else str(path)
+
+
+def path_help(choice: ModelChoice) -> str | None:
+    """The model's full folder, for a tooltip (None for a model fitted in the app)."""
+    return f"Model folder: {choice.path}" if choice.kind == "saved" and choice.path else None
 
 
 def forecast(model, panel: Panel, issue_times, detector_ids=None, neighbour_idx: np.ndarray | None = None):

@@ -91,6 +91,18 @@ def compare(summaries: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(data, index=[r[0] for r in rows])
 
 
+def period_text(start, end) -> str:
+    """ "06:00-24:00": a clock period whose end may be the next midnight (never "00:00-00:00")."""
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    stop = "24:00" if end.normalize() > start.normalize() and end == end.normalize() else f"{end:%H:%M}"
+    return f"{start:%H:%M}-{stop}"
+
+
+def clock_end(start, end) -> str:
+    """A period's end as a clock time, "24:00" when it is the midnight after `start`."""
+    return period_text(start, end).split("-")[1]
+
+
 def greens_text(plan: Plan) -> str:
     """ "N-S 41 s, E-W 41 s (cycle 90 s)" """
     parts = ", ".join(f"{p.name} {p.green:g} s" for p in plan.phases)
@@ -113,12 +125,14 @@ def day_issue_times(panel: Panel, day, horizon_max_min: int, history_steps: int 
     return out
 
 
-def day_forecast(model, panel: Panel, detector_ids: list[str], day, neighbour_idx=None) -> pd.DataFrame:
+def day_forecast(model, panel: Panel, detector_ids: list[str], day, neighbour_idx=None, progress=None,
+                 chunks: int = 4) -> pd.DataFrame:
     """Forecasts covering one day for some detectors: issued every max-horizon, each target once.
 
     Every value was forecast at most `max horizon` ahead from data before its issue time, so the
     profile is what the model would have said through that day. Hours that cannot be issued
-    (before enough history, after the newest reading) are simply absent.
+    (before enough history, after the newest reading) are simply absent. The issue times run in
+    up to `chunks` batches; `progress(done, total)` (issue times) is called after each, for a page's bar.
     """
     from trafficcore.ui.models import forecast
 
@@ -126,7 +140,13 @@ def day_forecast(model, panel: Panel, detector_ids: list[str], day, neighbour_id
     times = day_issue_times(panel, day, hmax, model.spec.history_steps)
     if not times:
         return pd.DataFrame()
-    fc = forecast(model, panel, times, detector_ids, neighbour_idx)
+    size = max(1, -(-len(times) // max(1, int(chunks))))
+    parts = []
+    for i in range(0, len(times), size):
+        parts.append(forecast(model, panel, times[i:i + size], detector_ids, neighbour_idx))
+        if progress is not None:
+            progress(min(i + size, len(times)), len(times))
+    fc = pd.concat(parts, ignore_index=True)
     end = pd.Timestamp(day).normalize() + pd.Timedelta(days=1)
     return fc[fc["target_ts"] < end].reset_index(drop=True)
 
