@@ -1,6 +1,6 @@
 """Time the Explore pages through Streamlit AppTest on a store (the demo city by default).
 
-    TRAFFICCORE_DB=/tmp/hx/demo.duckdb python tools/time_explore.py [--profile site|why|plans]
+    TRAFFICCORE_DB=/tmp/hx/demo.duckdb python tests/bench_explore_pages.py [--profile site|why|plans]
 
 Prints seconds per step: the first map view, the model loaded, then each page's first run and a
 rerun (cached), and the "Explain a sample of 24" click. With --profile, cProfile's top entries for that step.
