@@ -38,6 +38,8 @@ from trafficcore.models.lm.net import FusionNet, prune_last_layer, quantiles_fro
 from trafficcore.models.lm.recipes import Recipe, get_recipe
 from trafficcore.text import context_parts
 
+#: Token id sequences kept between calls (distinct context texts; a city-day holds a few tens of thousands).
+TOKEN_CACHE = 200_000
 #: Adversarial perturbation (L2 norm per sample, embedding units) of the `fgm` ablation variant.
 FGM_EPS = 0.5
 
@@ -216,11 +218,11 @@ class LMForecaster:
     def _tokenise(self, texts: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
         uniq: dict[str, int] = {}
         index = np.array([uniq.setdefault(t, len(uniq)) for t in texts], dtype=np.int64)
+        if len(self._tok_cache) + len(uniq) > TOKEN_CACHE:  # bounded memory; cleared before this call's look-ups
+            self._tok_cache.clear()
         todo = [t for t in uniq if t not in self._tok_cache]
         if todo:
             enc = self.tokenizer(todo, truncation=True, max_length=self.cfg.max_text_tokens)["input_ids"]
-            if len(self._tok_cache) > 200_000:
-                self._tok_cache.clear()
             for t, ids in zip(todo, enc, strict=True):
                 self._tok_cache[t] = np.asarray(ids, dtype=np.int64)
         return [self._tok_cache[t] for t in uniq], index
@@ -232,12 +234,13 @@ class LMForecaster:
 
     def prepare(self, panel: Panel, samples: Samples, numeric_only: bool = False,
                 texts: list[str] | None = None, training: bool = False) -> Prepared:
-        """Numeric inputs and (unless `numeric_only` or the model reads no text) tokenised context texts;
+        """Numeric inputs and (unless `numeric_only`, the model reads no text, or training left its transformer
+        off, whose forecasts then need no text) tokenised context texts;
         `texts` replaces the samples' own context texts (explanations, scenario notes); `training` marks
         samples the network learns from (their profile leaves their own readings out, as the recipe says)."""
         inputs = numeric_inputs(panel, samples, self.profile, self.neighbours(panel), patch=self.cfg.patch,
                                 extra=self.cfg.extra_tokens, leave_own_out=training and self.recipe.leave_own_out)
-        if numeric_only or not self.cfg.transformer:
+        if numeric_only or not self.cfg.transformer or (texts is None and self._transformer_is_off()):
             ids, index = [np.zeros(1, dtype=np.int64)], np.zeros(len(samples), dtype=np.int64)
         elif self.cfg.fusion == "late":
             all_texts = list(texts) if texts is not None else (self.texts(panel, samples) if self.cfg.use_text
