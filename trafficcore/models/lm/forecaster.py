@@ -234,13 +234,12 @@ class LMForecaster:
 
     def prepare(self, panel: Panel, samples: Samples, numeric_only: bool = False,
                 texts: list[str] | None = None, training: bool = False) -> Prepared:
-        """Numeric inputs and (unless `numeric_only`, the model reads no text, or training left its transformer
-        off, whose forecasts then need no text) tokenised context texts;
+        """Numeric inputs and (unless `numeric_only` or the model reads no text) tokenised context texts;
         `texts` replaces the samples' own context texts (explanations, scenario notes); `training` marks
         samples the network learns from (their profile leaves their own readings out, as the recipe says)."""
         inputs = numeric_inputs(panel, samples, self.profile, self.neighbours(panel), patch=self.cfg.patch,
                                 extra=self.cfg.extra_tokens, leave_own_out=training and self.recipe.leave_own_out)
-        if numeric_only or not self.cfg.transformer or (texts is None and self._transformer_is_off()):
+        if numeric_only or not self.cfg.transformer:
             ids, index = [np.zeros(1, dtype=np.int64)], np.zeros(len(samples), dtype=np.int64)
         elif self.cfg.fusion == "late":
             all_texts = list(texts) if texts is not None else (self.texts(panel, samples) if self.cfg.use_text
@@ -388,7 +387,9 @@ class LMForecaster:
         if len(samples) == 0:
             return np.zeros((0, len(self.spec.horizons_min), 3))
         device = next(self.net.parameters()).device
-        return self.predict_prepared(self.prepare(panel, samples), device).astype(np.float64)
+        # a transformer that training left off adds exactly 0 and is not run: its texts need not be built either
+        prep = self.prepare(panel, samples, numeric_only=self._transformer_is_off())
+        return self.predict_prepared(prep, device).astype(np.float64)
 
     def predict_with_texts(self, panel: Panel, samples: Samples, texts: list[str]) -> np.ndarray:
         """Like `predict_samples`, but reading the given context texts (explanations, scenario notes)."""
