@@ -17,6 +17,7 @@ downloaded: Playwright is pointed at Debian's chromium.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -81,28 +82,13 @@ def server(browser, tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("browser")
     db = tmp / "browser.duckdb"
     _build_store(db)
-    port = _free_port()
     log = tmp / "streamlit.log"
-    env = {**os.environ, "TRAFFICCORE_DB": str(db), "TRAFFICCORE_REPORTS": str(tmp),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as out:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--server.headless", "true"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
     try:
-        _wait_listening(url, proc, log)
-        TIMINGS["browser_s"]["server_listening_after_start"] = round(time.perf_counter() - started, 2)
-        yield {"url": url, "started": started, "log": log, "db": str(db)}
+        with streamlit_server(db, tmp, log) as url:
+            TIMINGS["browser_s"]["server_listening_after_start"] = round(time.perf_counter() - started, 2)
+            yield {"url": url, "started": started, "log": log, "db": str(db)}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         TIMINGS["server_runs_s"] = _server_runs(log)
         (ARTIFACTS / "timings.json").write_text(json.dumps(TIMINGS, indent=2))
@@ -125,6 +111,30 @@ def _print_timings(request) -> None:
             reporter.write_line(f"  {key}: {value} s")
         for key, runs in TIMINGS["interactions_server_s"].items():
             reporter.write_line(f"  server time of '{key}': {runs} s")
+
+
+@contextlib.contextmanager
+def streamlit_server(db: Path, reports: Path, log: Path):
+    """`streamlit run app.py` on a free port of 127.0.0.1 over store `db`; yields its URL once it listens."""
+    env = {**os.environ, "TRAFFICCORE_DB": str(db), "TRAFFICCORE_REPORTS": str(reports),
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONUNBUFFERED": "1"}
+    port = _free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.address", "127.0.0.1",
+             "--server.port", str(port), "--server.headless", "true"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_listening(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _wait_listening(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:

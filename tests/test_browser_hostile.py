@@ -6,14 +6,12 @@ over a small store made here (the test city with one hostile site name), not the
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
-from test_browser import ARGS, CHROMIUM, REPO, _free_port, _idle, _wait_listening
+from test_browser import ARGS, CHROMIUM, _idle, streamlit_server
 
 from trafficcore.ui.safe import JOINER
 
@@ -60,25 +58,8 @@ def app_url(tmp_path_factory):
     newest = pd.Timestamp(store.query("SELECT max(ts) AS t FROM observations")["t"][0])
     ingest_observations(store, "city", pd.DataFrame({"detector_id": ["S2:N"], "ts": [newest + pd.Timedelta("15min")],
                                                      "value": [5.0]}), source=SOURCE)
-    port, log = _free_port(), tmp / "streamlit.log"
-    env = {**os.environ, "TRAFFICCORE_DB": str(store.path), "TRAFFICCORE_REPORTS": str(tmp),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--server.headless", "true"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_listening(url, proc, log)
+    with streamlit_server(Path(store.path), tmp, tmp / "streamlit.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_hostile_text_is_shown_never_fetched_or_linked(app_url, tmp_path_factory):

@@ -100,7 +100,9 @@ def list_(
                 "path", "metrics"]
         rows = [{k: (str(v) if k in ("created_at", "promoted_at", "train_end") and v is not None and v == v else v)
                  for k, v in r.items()} for r in df[cols].to_dict("records")]
-        typer.echo(json.dumps(registry.jsonable(rows), indent=2, default=str))
+        from trafficcore.models.files import to_jsonable
+
+        typer.echo(json.dumps(to_jsonable(rows), indent=2, default=str))
         return
     if df.empty:
         typer.echo(f"no model versions for {dataset!r}; train one (trafficcore train) or run trafficcore update")

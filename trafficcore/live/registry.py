@@ -21,17 +21,16 @@ Which version serves a dataset is decided in `trafficcore.live.serving`, from wh
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from trafficcore.data.store import Store
 from trafficcore.errors import TrafficCoreError
+from trafficcore.models.files import to_jsonable
 
 #: Run ids of forecast records (trafficcore.training.cli), which are not model versions.
 FORECAST_PREFIX = "fc-"
@@ -50,24 +49,6 @@ def _now(con, dataset: str | None = None) -> pd.Timestamp:
         if last is not None and pd.Timestamp(last) >= now:
             now = pd.Timestamp(last) + pd.Timedelta(microseconds=1)
     return now
-
-
-def jsonable(obj):
-    """numpy/pandas values and paths -> plain JSON types (non-finite floats -> null); no torch import, so that
-    registering from a web process stays light."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, (Path, pd.Timestamp)):
-        return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # ------------------------------------------------------------------------------ writing
@@ -94,7 +75,7 @@ def register(store: Store, dataset: str, model_name: str, path: str | Path | Non
     row = {
         "run_id": run_id, "dataset": dataset, "model": model_name, "created_at": now,
         "path": None if path is None else str(Path(path).resolve()),
-        "metrics_json": json.dumps(jsonable(metrics or {})), "config_json": json.dumps(jsonable(config or {})),
+        "metrics_json": json.dumps(to_jsonable(metrics or {})), "config_json": json.dumps(to_jsonable(config or {})),
         "promoted": False, "parent_run_id": parent, "status": status or "registered",
         "train_end": None if train_end is None else pd.Timestamp(train_end).to_pydatetime(), "promoted_at": None,
     }

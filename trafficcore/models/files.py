@@ -14,6 +14,7 @@ save and load without importing torch.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -28,7 +29,8 @@ FORMAT_VERSION = 2
 
 
 def to_jsonable(obj):
-    """numpy/pandas scalars and paths -> plain JSON types (recursively); non-finite floats -> None."""
+    """numpy/pandas scalars, timestamps and paths -> plain JSON types (recursively); non-finite floats -> None.
+    Imports neither pandas nor torch, so that a web process can record a model run cheaply."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -37,7 +39,7 @@ def to_jsonable(obj):
         return to_jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         return to_jsonable(obj.item())
-    if isinstance(obj, Path):
+    if isinstance(obj, (Path, dt.datetime, dt.date)):  # pandas Timestamps are datetimes
         return str(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
