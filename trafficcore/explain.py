@@ -164,14 +164,14 @@ def _typical(panel: Panel, d: int, row: int, spec) -> tuple[np.ndarray, np.ndarr
     positions and for each horizon's target of detector `d`."""
     hist_rows = row + np.arange(-spec.history_steps, 0)
     target_rows = row + spec.horizon_steps(panel.interval) - 1
-    prof = _profile_before(panel, row)
+    prof = profile_before(panel, row)
     return prof(d, hist_rows), prof(d, target_rows)
 
 
 _PROFILE_CACHE = _ObjectCache(64)
 
 
-def _profile_before(panel: Panel, row: int):
+def profile_before(panel: Panel, row: int):
     """A lookup (detector, rows) -> typical value, fit on readings before the issue day."""
     day_start = int(row - row % int(pd.Timedelta(days=1) / panel.interval))
     lookup = _PROFILE_CACHE.get((panel,), (day_start,))
@@ -200,7 +200,7 @@ def _masked_samples(panel: Panel, base: Samples, coalitions: np.ndarray, n_words
     spec = base.spec
     d, row = int(base.detector_idx[0]), int(base.issue_idx[0])
     hist_typ, target_typ = _typical(panel, d, row, spec)
-    lw_typ = _profile_before(panel, row)(
+    lw_typ = profile_before(panel, row)(
         d, row + spec.horizon_steps(panel.interval) - 1 - 7 * int(pd.Timedelta(days=1) / panel.interval)
     )
     s = base.subset(np.zeros(len(coalitions), dtype=np.int64))
@@ -230,7 +230,7 @@ def _neighbour_typical(panel: Panel, base: Samples, row: int) -> np.ndarray:
     from trafficcore.models.baselines import neighbour_index
 
     nb = neighbour_index(panel, base.spec)[int(base.detector_idx[0])]
-    prof = _profile_before(panel, row)
+    prof = profile_before(panel, row)
     rows = row + np.arange(-base.spec.history_steps, 0)
     return np.stack([prof(int(k), rows) if k >= 0 else np.full(len(rows), np.nan) for k in nb])
 

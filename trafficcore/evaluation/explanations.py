@@ -47,7 +47,7 @@ def event_cases(panel: Panel, horizon_min: int = 30, change: float = 0.2, expect
     """
     ev = _test_events(panel)
     rows = []
-    from trafficcore.explain import _profile_before
+    from trafficcore.explain import profile_before
 
     for e in ev.itertuples(index=False):
         dets = panel.detectors.index[panel.detectors["site_id"] == e.site_id]
@@ -59,7 +59,7 @@ def event_cases(panel: Panel, horizon_min: int = 30, change: float = 0.2, expect
         target = r + int(pd.Timedelta(minutes=horizon_min) / panel.interval) - 1
         if target >= len(panel.times):
             continue
-        prof = _profile_before(panel, r)
+        prof = profile_before(panel, r)
         for d in dets:
             obs = panel.values[target, d] if expected is None else float(expected[target, d])
             typ = float(prof(int(d), np.array([target]))[0])

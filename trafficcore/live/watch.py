@@ -72,14 +72,14 @@ def already_ingested(store: Store, dataset: str, digest: str) -> bool:
 
 def read_observation_file(store: Store, dataset: str, path: Path) -> pd.DataFrame:
     """The file's readings (detector_id, ts, value, row) through the long loader's observation reader."""
-    from trafficcore.data.loaders.long import _load_observations
+    from trafficcore.data.loaders.long import load_observations
     from trafficcore.data.validate import check_file
 
     check_file(path)
     known = set(store.query("SELECT detector_id FROM detectors WHERE dataset = ?", [dataset])["detector_id"])
     if not known:
         raise DataError(str(path), f"dataset {dataset!r} has no detectors (import it first)")
-    return _load_observations(path, known)
+    return load_observations(path, known)
 
 
 def ingest_file(store: Store, dataset: str, path: Path, refresh: bool = True) -> FileOutcome:

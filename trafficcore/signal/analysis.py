@@ -450,10 +450,11 @@ class Analysis:
         """OUT.json rows: approach, interval_start, v, c, x, delay_s, los, queue_mean_veh, queue_p95_veh."""
         df = self.approaches.copy()
         df["interval_start"] = df["interval_start"].dt.strftime("%Y-%m-%dT%H:%M:%S")
-        return _records(df)
+        return frame_records(df)
 
 
-def _records(df: pd.DataFrame) -> list[dict]:
+def frame_records(df: pd.DataFrame) -> list[dict]:
+    """A frame's rows as JSON-ready dicts (plain numbers, non-finite values as None); the CLI's --json uses it."""
     out = []
     for rec in df.to_dict(orient="records"):
         clean = {}

@@ -36,7 +36,7 @@ app = typer.Typer(
 # ---------------------------------------------------------------------- reusable runners
 def run_analyse(plan: Plan, demand: pd.DataFrame, quantile: str = "p50", initial_queue: bool = False) -> dict:
     """The `analyse` result as a JSON-ready dict."""
-    from trafficcore.signal.analysis import _records, analyse
+    from trafficcore.signal.analysis import analyse, frame_records
 
     a = analyse(plan, demand, quantile=quantile, initial_queue=initial_queue)
     return {
@@ -44,8 +44,8 @@ def run_analyse(plan: Plan, demand: pd.DataFrame, quantile: str = "p50", initial
         "plan": plan.to_dict(),
         "quantile": quantile,
         "rows": a.rows(),
-        "lane_groups": _records(a.lane_groups),
-        "intervals": _records(a.intervals),
+        "lane_groups": frame_records(a.lane_groups),
+        "intervals": frame_records(a.intervals),
         "summary": a.summary,
     }
 
@@ -60,7 +60,7 @@ def run_optimise(
     cycle_step: float = 5.0,
 ) -> dict:
     """Webster, the delay-minimising search (robust on request) and, with `tod` > 0, time-of-day plans."""
-    from trafficcore.signal.analysis import _records
+    from trafficcore.signal.analysis import frame_records
     from trafficcore.signal.optimise import optimise, time_of_day, webster
 
     quantiles = ("p10", "p50", "p90") if robust else ("p50",)
@@ -98,7 +98,7 @@ def run_optimise(
         t = time_of_day(plan, demand, tod, quantiles=quantiles, min_intervals=max(1, round(min_plan_min / step)),
                         initial_queue=initial_queue, cycle_step=cycle_step)
         out["time_of_day"] = {
-            "plans": _records(t.segments),
+            "plans": frame_records(t.segments),
             "delay_veh_h": t.delay_veh_h,
             "current_delay_veh_h": t.current_delay_veh_h,
             "saving_pct": t.saving_pct,
@@ -112,14 +112,14 @@ def run_simulate(
     step_length: float = 0.5, initial_queue: bool = False,
 ) -> dict:
     """Analysis and SUMO side by side: the analyse rows plus sim_* columns."""
-    from trafficcore.signal.analysis import _records, analyse
+    from trafficcore.signal.analysis import analyse, frame_records
     from trafficcore.signal.sumo import compare, simulate
 
     a = analyse(plan, demand, quantile=quantile, initial_queue=initial_queue)
     sim = simulate(plan, demand, quantile=quantile, seed=seed, timeout_s=timeout_s, step_length=step_length)
     rows = compare(a.approaches, sim)
     out = run_analyse(plan, demand, quantile=quantile, initial_queue=initial_queue)
-    out.update({"command": "simulate", "rows": _records(rows), "simulation": sim.summary})
+    out.update({"command": "simulate", "rows": frame_records(rows), "simulation": sim.summary})
     out["summary"]["sim_delay_s"] = sim.summary["delay_s"]
     return out
 

@@ -293,7 +293,7 @@ def fit_recipe(model: LMForecaster, panel: Panel, train_rows: np.ndarray, val_ro
         "recipe": model.recipe.name,
         "phases": records,
         "clock_cut": clock_cut,
-        "transformer_used": not model._transformer_is_off() if model.cfg.transformer else False,
+        "transformer_used": not model.transformer_off if model.cfg.transformer else False,
         "prepare_s": round(prep_s, 1),
         "fit_wall_s": round(time.perf_counter() - t_start, 1),
         "device": str(device), "world_size": ctx.world_size,
@@ -312,7 +312,7 @@ def update(model: LMForecaster, panel: Panel, train_rows: np.ndarray, val_rows: 
     seed_everything(model.seed)
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(device))
-    numeric_only = model.net.encoder is None and model.net.late is None or model._transformer_is_off()
+    numeric_only = model.net.encoder is None and model.net.late is None or model.transformer_off
     phase = update_phase(steps, lr, numeric_only=numeric_only, guard_minutes=max_minutes)
     train_rows = np.asarray(train_rows, dtype=np.int64)
     val_rows = np.asarray(val_rows, dtype=np.int64)

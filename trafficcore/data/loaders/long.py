@@ -74,7 +74,7 @@ def load(
 
     site_df = _load_sites(sites)
     det_df = _load_detectors(detectors, set(site_df["site_id"]))
-    obs_df = _load_observations(observations, set(det_df["detector_id"]))
+    obs_df = load_observations(observations, set(det_df["detector_id"]))
     det_df = _assign_intervals(det_df, obs_df, default_step, observations, detectors)
     _check_plausible(obs_df, det_df, observations)
 
@@ -193,7 +193,8 @@ def _load_detectors(path, known_sites: set[str]) -> pd.DataFrame:
     return _reject_conflicts(out, "detector_id", path).reset_index(drop=True)
 
 
-def _load_observations(path, known_detectors: set[str]) -> pd.DataFrame:
+def load_observations(path, known_detectors: set[str]) -> pd.DataFrame:
+    """An observations CSV validated against the known detectors (the watcher reads new files through it)."""
     df = _read(path, OBSERVATION_COLUMNS)
     _require(df, "detector_id", path)
     ts = parse_local_times(df["timestamp"], path, "timestamp", FIRST_ROW)

@@ -86,9 +86,12 @@ class LMForecaster:
         False for variants without text and when training kept the transformer's head at exactly zero."""
         if not self.cfg.reads_text:
             return False
-        return self.net is None or not self._transformer_is_off()
+        return self.net is None or not self.transformer_off
 
-    def _transformer_is_off(self) -> bool:
+    @property
+    def transformer_off(self) -> bool:
+        """True when training kept the transformer's head at exactly zero (its text phase never beat the numeric
+        path on validation): the transformer then adds nothing and is not run."""
         net = self.net
         return net is not None and net.skip is not None and (net.encoder is not None or net.late is not None) \
             and net.head_is_zero()
@@ -99,7 +102,7 @@ class LMForecaster:
         off is named for what it then is."""
         if not self.cfg.transformer:
             return "Numeric network (no language model)"
-        if self.net is not None and self._transformer_is_off():
+        if self.net is not None and self.transformer_off:
             return "Language model, numeric path only (its text path added nothing on validation)"
         return "Language model (reads context text)" if self.cfg.use_text else "Language model (no text)"
 
@@ -337,7 +340,7 @@ class LMForecaster:
         if self._infer is None:
             self.net.last_inputs_embeds = None
             net = copy.deepcopy(self.net).eval()
-            if self._transformer_is_off():
+            if self.transformer_off:
                 net.skip_only = True
             elif net.encoder is not None:
                 if self.cfg.mode == "lora":
@@ -388,7 +391,7 @@ class LMForecaster:
             return np.zeros((0, len(self.spec.horizons_min), 3))
         device = next(self.net.parameters()).device
         # a transformer that training left off adds exactly 0 and is not run: its texts need not be built either
-        prep = self.prepare(panel, samples, numeric_only=self._transformer_is_off())
+        prep = self.prepare(panel, samples, numeric_only=self.transformer_off)
         return self.predict_prepared(prep, device).astype(np.float64)
 
     def predict_with_texts(self, panel: Panel, samples: Samples, texts: list[str]) -> np.ndarray:
