@@ -93,8 +93,13 @@ def benchmark(
         bar.close()
         _fail(str(e))
     bar.close()
-    typer.echo(markdown_table(report))
-    typer.echo(f"\n{len(names)} model(s) in {time.perf_counter() - started:.1f} s")
+    _show(report, markdown_table(report), f"{len(names)} model(s) in {time.perf_counter() - started:.1f} s", json_out)
+
+
+def _show(report: dict, table: str, summary: str, json_out: Path | None) -> None:
+    """Print the table and its one-line summary; write the report as JSON where asked."""
+    typer.echo(table)
+    typer.echo(f"\n{summary}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))
@@ -117,12 +122,8 @@ def _seeds(path: Path, dataset: str, protocol: str, names: list[str], seeds: str
         bar.close()
         _fail(str(e))
     bar.close()
-    typer.echo(seeds_table(report))
-    typer.echo(f"\n{len(names)} model(s) x {len(seed_list)} seed(s) in {time.perf_counter() - started:.1f} s")
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2))
-        typer.echo(f"wrote {json_out}")
+    _show(report, seeds_table(report),
+          f"{len(names)} model(s) x {len(seed_list)} seed(s) in {time.perf_counter() - started:.1f} s", json_out)
 
 
 def _speed(path: Path, dataset: str, speed: str, at: str | None, repeats: int, threads: int | None,
