@@ -36,6 +36,7 @@ from trafficcore.data.panel import Panel
 from trafficcore.data.profile import daytype_slot, slot_means
 from trafficcore.data.windows import Samples, build_samples
 from trafficcore.models.base import ReadsText, TreeEnsemble, reads_text
+from trafficcore.notes import normalise_note
 
 #: numeric groups of the permutation explainer: name -> history positions counted from the newest (1 = last 15 min)
 LAG_GROUPS = {
@@ -63,6 +64,10 @@ class Explanation:
     features: list[dict] = field(default_factory=list)  # [{name, value}]
     summary: str = ""
     phrase_lengths: list[int] = field(default_factory=list)  # words per phrase of `text` (empty: split sentences)
+    note: str = ""  # the scenario note as typed
+    note_read: str = ""  # the note as the model read it (`trafficcore.notes`); "" when the model reads no text
+    note_recognised: list[dict] = field(default_factory=list)  # [{kind, words, meaning}]: what was understood
+    without_note: float | None = None  # the same forecast without the note (None: no note, or not read)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,12 +130,20 @@ def explain(
     samples = build_samples(panel, np.array([row]), np.array([d]), model.spec)
     typical = float(_typical(panel, d, row, model.spec)[1][j])
     lengths: list[int] = []
+    typed = " ".join(note.split()) if note else ""
+    # the note as the model reads it: times relative to the issue time, places as distances (trafficcore.notes)
+    read_note = normalise_note(panel, detector_id, issued_at, typed) if typed and reads_text(model) else None
+    without = None
     if isinstance(model, TreeEnsemble):
         out = _explain_tree(model, panel, samples, j)
         text = ""
     else:
-        text, lengths = _context_of(model, panel, samples, note) if reads_text(model) else ("", [])
+        text, lengths = (_context_of(model, panel, samples, read_note.text if read_note else None)
+                         if reads_text(model) else ("", []))
         out = _explain_permutation(model, panel, samples, j, text, n_permutations, seed)
+        if read_note is not None:  # the same forecast without the note: what the note itself changes
+            plain = " ".join(model.text_parts(panel, samples, note=None)[0])
+            without = float(np.asarray(model.predict_with_texts(panel, samples, [plain]))[0, j, 1])
     base, pred, tokens, features = out
     expl = Explanation(
         model=getattr(model, "name", type(model).__name__),
@@ -144,6 +157,10 @@ def explain(
         tokens=tokens,
         features=features,
         phrase_lengths=lengths,
+        note=typed,
+        note_read=read_note.text if read_note is not None else "",
+        note_recognised=[asdict(r) for r in read_note.recognised] if read_note is not None else [],
+        without_note=without,
     )
     expl.summary = summarise(expl, panel)
     _CACHE.put((model, panel), rest, expl)
@@ -326,20 +343,70 @@ def phrases(expl: Explanation) -> list[tuple[str, float]]:
     return out
 
 
+def _amount(v: float, unit: str) -> str:
+    """A signed change as the summary writes it: one decimal below 10 ("+0.6 veh"), whole numbers above."""
+    return f"{v:+.1f} {unit}" if abs(v) < 9.95 else f"{v:+.0f} {unit}"
+
+
+#: a change smaller than this (in the data's units, or this share of the value) is "about the same"
+SAME_ABS, SAME_REL = 0.5, 0.005
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) < max(SAME_ABS, SAME_REL * abs(b))
+
+
 def summarise(expl: Explanation, panel: Panel) -> str:
-    """One plain-language sentence: level against a typical day, and the two biggest reasons."""
+    """Plain-language sentences whose every word follows from the numbers.
+
+    The level against a typical day ("12% above", or "about the same as" when it rounds to 0%); the change from
+    the base value (a typical day with no context) and the reasons that made it, only those that pushed the
+    way the forecast moved ("mostly because of X" only when X is at least half of that push), with the largest
+    one that pushed the other way; and what a scenario note changed, measured by forecasting without it.
+    """
     t = pd.Timestamp(expl.issued_at) + pd.Timedelta(minutes=expl.horizon_min) - panel.interval
     unit = "veh" if panel.detectors["measure"].iloc[panel.column(expl.detector_id)] == "volume" else "km/h"
-    if expl.typical > 0:
-        pct = 100 * (expl.prediction - expl.typical) / expl.typical
-        level = f"{abs(pct):.0f}% {'above' if pct >= 0 else 'below'} a typical {t.day_name()} {t:%H:%M}"
+    when = f"{t.day_name()} {t:%H:%M}"
+    pred = expl.prediction
+    if expl.typical > 0 and round(100 * abs(pred - expl.typical) / expl.typical) >= 1:
+        pct = 100 * (pred - expl.typical) / expl.typical
+        level = f"{abs(pct):.0f}% {'above' if pct > 0 else 'below'} a typical {when} ({expl.typical:.0f} {unit})"
+    elif expl.typical > 0:
+        level = f"about the same as a typical {when} ({expl.typical:.0f} {unit})"
     else:
-        level = f"{expl.prediction:.0f} {unit} for {t.day_name()} {t:%H:%M}"
+        level = f"for {when}"
+    out = [f"{pred:.0f} {unit} expected, {level}."]
+    change = pred - expl.base_value
     reasons = [(f"'{p}'", v) for p, v in phrases(expl)] + [(f["name"], f["value"]) for f in expl.features]
-    reasons.sort(key=lambda r: -abs(r[1]))
-    top = [f"{name} ({v:+.0f} {unit})" for name, v in reasons[:2] if abs(v) >= 0.5]
-    because = f", mostly because of {' and '.join(top)}" if top else ""
-    return f"{expl.prediction:.0f} {unit} expected, {level}{because}."
+    if _same(pred, expl.base_value):
+        up = max(reasons, key=lambda r: r[1], default=("", 0.0))
+        down = min(reasons, key=lambda r: r[1], default=("", 0.0))
+        cancel = (f": {up[0]} ({_amount(up[1], unit)}) and {down[0]} ({_amount(down[1], unit)}) roughly cancel"
+                  if up[1] >= 1 and down[1] <= -1 else "")
+        out.append(f"The context barely moves it from the base value ({expl.base_value:.0f} {unit}, a typical "
+                   f"day with no context){cancel}.")
+    else:
+        sign = 1.0 if change > 0 else -1.0
+        push = sorted([r for r in reasons if sign * r[1] >= SAME_ABS], key=lambda r: -abs(r[1]))
+        against = sorted([r for r in reasons if -sign * r[1] >= SAME_ABS], key=lambda r: -abs(r[1]))
+        total = sum(abs(v) for _, v in push)
+        moved = f"{'Up' if sign > 0 else 'Down'} {_amount(change, unit).lstrip('+-')} on the base value " \
+                f"({expl.base_value:.0f} {unit}, a typical day with no context)"
+        if push and abs(push[0][1]) >= 0.5 * total:
+            moved += f", mostly because of {push[0][0]} ({_amount(push[0][1], unit)})"
+        elif push:
+            moved += ", because of " + " and ".join(f"{n} ({_amount(v, unit)})" for n, v in push[:2])
+        if against:
+            moved += f"; {against[0][0]} ({_amount(against[0][1], unit)}) pulled the other way"
+        out.append(moved + ".")
+    if expl.without_note is not None:
+        if _same(pred, expl.without_note):
+            out.append(f"The note changes it by less than {max(SAME_ABS, SAME_REL * abs(pred)):.1f} {unit} "
+                       f"({expl.without_note:.1f} without it).")
+        else:
+            out.append(f"The note moves it by {_amount(pred - expl.without_note, unit)} "
+                       f"({expl.without_note:.0f} without it, {pred:.0f} with it).")
+    return " ".join(out)
 
 
 def tokens_frame(expl: Explanation) -> pd.DataFrame:

@@ -19,34 +19,40 @@ def _clock(ts: pd.Timestamp) -> str:
     return f"{ts.day_name()} {ts:%H:%M}"
 
 
-def _when(minutes: int) -> str:
-    """Relative time of an event's start; long-running ones (roadworks) in hours or days, not 12,375 min."""
-    if minutes > 0:
-        return f"starts in {minutes} min"
+def starts_phrase(minutes: int) -> str:
+    """When something starts, relative to the issue time: "starts in 45 min", "started 2 h ago".
+
+    Up to 3 h either way in minutes (the window in which the training texts show an upcoming event),
+    beyond that in hours and, past 2 days, in days (long-running roadworks; a note about tonight's concert),
+    not "starts in 660 min". A user's note is restated in the same words (`trafficcore.notes`).
+    """
     if minutes == 0:
         return "starts now"
-    ago = -minutes
-    if ago <= 180:
-        return f"started {ago} min ago"
-    if ago < 48 * 60:
-        return f"started {round(ago / 60)} h ago"
-    return f"started {round(ago / 1440)} days ago"
+    if minutes > 0:
+        return f"starts in {span_phrase(minutes)}"
+    return f"started {span_phrase(-minutes)} ago"
 
 
-def _span(minutes: int) -> str:
+def span_phrase(minutes: int) -> str:
+    """A length of time in the training texts' words: "45 min", "4 h", "3 days"."""
     return f"{minutes} min" if minutes <= 180 else (f"{round(minutes / 60)} h" if minutes < 48 * 60
-                                                     else f"{round(minutes / 1440)} days")
+                                                    else f"{round(minutes / 1440)} days")
+
+
+def event_when(minutes_from_now: int | None, minutes_to_end: int | None = None, km: float | None = None) -> str:
+    """"starts in 45 min", plus where known "ends in 4 h" and "0.6 km away": how the training texts place an
+    event in time and space (`FastContext.fields(details=True)`); a scenario note is restated the same way.
+    An end already past is left out, as the training texts do."""
+    out = [] if minutes_from_now is None else [starts_phrase(int(minutes_from_now))]
+    if minutes_to_end is not None and int(minutes_to_end) > 0:
+        out.append(f"ends in {span_phrase(int(minutes_to_end))}")
+    if km is not None:
+        out.append(f"{float(km):.1f} km away")
+    return ", ".join(out)
 
 
 def _event_when(e: dict) -> str:
-    """"starts in 45 min", plus where known "ends in 4 h" and "0.6 km away" (`FastContext.fields(details=True)`)."""
-    out = [_when(int(e["minutes_from_now"]))]
-    end = e.get("minutes_to_end")
-    if end is not None and int(end) > 0:
-        out.append(f"ends in {_span(int(end))}")
-    if e.get("km") is not None:
-        out.append(f"{float(e['km']):.1f} km away")
-    return ", ".join(out)
+    return event_when(int(e["minutes_from_now"]), e.get("minutes_to_end"), e.get("km"))
 
 
 def _event_order(e: dict) -> tuple[int, int]:
