@@ -2,8 +2,10 @@
 
 The page explains the P50 forecast of the selected site's approach at the sidebar's issue time and
 a chosen horizon (trafficcore.explain: permutation Shapley values over words and numeric groups,
-TreeSHAP for gradient boosting). A scenario note ("concert at the stadium at 7 pm") is appended
-to the text the model reads, so the forecast and its attributions change when the model reads text.
+TreeSHAP for gradient boosting). It says first whether the model in use reads text at all: only then is
+a scenario note offered ("concert at the stadium at 7 pm"), restated as the model reads it (times relative
+to the issue time, places as distances: trafficcore.notes) and shown so; otherwise the page says why and
+offers a model that reads text where one is available.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import streamlit as st
 
 from pages import _shared as sh
 from trafficcore.data.windows import context_fields
+from trafficcore.models.base import reads_text
 from trafficcore.text import context_text
+from trafficcore.ui import models as uim
 from trafficcore.ui import series
 from trafficcore.ui.safe import md, plot_text
 
@@ -87,21 +91,42 @@ if dets is None or dets.empty:
     st.info("Choose a site with detectors in the sidebar.")
     st.stop()
 labels = list(dets["label"])
+model = sh.loaded_model(ctx)
+text_model = reads_text(model)
 c1, c2 = st.columns([2, 2])
 approach = c1.selectbox("Approach", labels, key="why_approach")
 detector = dets.loc[dets["label"] == approach, "detector_id"].iloc[0]
-hs = [int(h) for h in sh.loaded_model(ctx).spec.horizons_min]
+hs = [int(h) for h in model.spec.horizons_min]
 if st.session_state.get("why_h") not in hs:
     st.session_state["why_h"] = min(hs, key=lambda h: abs(h - ctx.horizon))
 horizon = c2.select_slider("Horizon (minutes ahead)", options=hs, key="why_h")
-note = st.text_input("Scenario note (optional): the model reads it with the context", key="why_note", max_chars=300,
-                     placeholder="e.g. concert at the stadium at 7 pm, 20,000 visitors").strip()
+note = ""
+if text_model:
+    st.caption(f":material/article: **{md(ctx.choice.label)}** reads text: the events near this site and a "
+               "scenario note. Times and places in a note are restated as the model reads them, relative to "
+               f"the issue time ({ctx.issued_at:%a %d %b %H:%M}) and to this approach.")
+    note = st.text_input("Scenario note (optional): the model reads it with the context", key="why_note",
+                         max_chars=300, placeholder="e.g. concert at the stadium at 7 pm, 20,000 visitors").strip()
+else:
+    readers = [c for c in sh.get_choices(ctx.db, ctx.dataset, sh.get_info(ctx.db, ctx.dataset, sh.store_version(
+        ctx.db)), sh.store_version(ctx.db)) if c.key != ctx.choice.key and uim.reads_text(c)]
+    why = (f"**{md(ctx.choice.label)}** does not read text: its forecast comes from numbers only (recent readings, "
+           "neighbours, the same time last week, the calendar), so a scenario note would change nothing and is "
+           "not offered here.")
+    if readers:
+        st.info(why + f" **{md(readers[0].label)}** reads text (events near a site, and a note).",
+                icon=":material/info:")
+        st.button(f"Use {readers[0].label.split(' (')[0]} to try a note", key="why_use_reader",
+                  icon=":material/swap_horiz:", on_click=sh.keep, args=("model", readers[0].key))
+    else:
+        st.info(why + " No model that reads text is available for this dataset; train one with "
+                f"`trafficcore train --dataset {md(ctx.dataset)} --model lm`.", icon=":material/info:")
 
 if not HAVE_EXPLAIN:
     st.info("Explanations are not available in this version: the explanation module (`trafficcore.explain`) is "
             "not installed. The forecast and the text the model reads are shown below.", icon=":material/info:")
     fields = context_fields(panel, panel.column(detector), panel.index_of(ctx.issued_at))
-    st.text(context_text(fields, note=note or None))
+    st.text(context_text(fields))
     st.stop()
 
 e, tokens_html, features, phrases = explanation(ctx.db, ctx.dataset, ctx.stamp, ctx.choice, ctx.choice.key,
@@ -123,16 +148,27 @@ if all_zero:
 
 left, right = st.columns([3, 2])
 with left:
-    st.markdown("**The context the model read**" + (" (shaded: red pushed up, blue pushed down)" if tokens_html
-                                                     else ""))
-    if tokens_html:
-        st.html(tokens_html)
-    elif e.text:
-        st.text(e.text)
+    if note:
+        st.markdown("**Your note, as the model reads it**")
+        st.text(e.note_read)
+        if e.note_recognised:
+            st.dataframe(pd.DataFrame(e.note_recognised).rename(columns={"kind": "understood as", "words": "you wrote",
+                                                                         "meaning": "the model reads"}),
+                         hide_index=True, width="stretch", key="why_note_parts")
+        else:
+            st.caption("No time, date or known place recognised in the note: the model reads its words only.")
+    if text_model:
+        st.markdown("**The context the model read**" + (" (shaded: red pushed up, blue pushed down)" if tokens_html
+                                                         else ""))
+        if tokens_html:
+            st.html(tokens_html)
+        else:
+            st.caption("Nothing to read for this forecast: no event near this site is announced or under way, and "
+                       "there is no note. The numbers alone explain it.")
     else:
-        st.caption("This model does not read text; only numbers explain its forecast.")
+        st.markdown("**The context** (this model does not read it; shown for reference)")
         fields = context_fields(panel, panel.column(detector), panel.index_of(ctx.issued_at))
-        st.text(context_text(fields, note=note or None))
+        st.text(context_text(fields))
     if phrases:
         ph = pd.DataFrame(phrases, columns=["phrase", "value"])
         ph = ph.reindex(ph["value"].abs().sort_values(ascending=False).index).head(6)

@@ -10,6 +10,7 @@ out of sample, and the sidebar says which days it learnt from.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,22 @@ def choices(store: Store, dataset: str, info: dict, model_dir: Path) -> list[Mod
     if first is not None:  # nothing saved serves: the serving baseline heads the baselines
         fits.sort(key=lambda m: m.name != first.name)
     return out + fits
+
+
+def reads_text(choice: ModelChoice) -> bool:
+    """Whether the model behind a choice reads text (a scenario note), told from its saved config without loading
+    it: a language model with its text path on, which training kept (`LMForecaster.reads_text`). Baselines,
+    gradient boosting and the stack read numbers only."""
+    if choice.kind != "saved" or not choice.path:
+        return False
+    try:
+        cfg = json.loads((Path(choice.path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    arch = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    used = (cfg.get("metrics") or {}).get("transformer_used", True) if isinstance(cfg.get("metrics"), dict) else True
+    return (cfg.get("model_class") == "lm" and arch.get("transformer", True) is not False
+            and arch.get("use_text", True) is not False and used is not False)
 
 
 def describe(choice: ModelChoice, model: object, note: dict | None) -> str:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 MODES = ("lora", "full", "frozen")
 FUSIONS = ("early", "late")
 TEXT_SCOPES = ("all", "events")
+EVENT_TIMES = ("as_written", "relative")
 EXTRA_TOKENS = ("day", "long")
 
 
@@ -32,6 +33,15 @@ class LMConfig:
     text_scope: str = "all"
     event_details: bool = False  # event phrases also say how far away the event is and when it ends
     site_description: bool = False  # the site's description sentence too (cold start)
+    # what an event phrase says about time: "as_written" keeps the event's own clock times and dates beside the
+    # relative "(starts in 45 min, ...)"; "relative" states time only relative to the issue time, as a user's
+    # scenario note is restated (`trafficcore.notes`), so training texts and notes speak the same language
+    event_times: str = "as_written"
+    # how far the text reaches: events within this many km (None: the window spec's event radius), planned ones
+    # from this many hours before they start (None: the largest horizon + 1 h). A wider reach shows the model
+    # events too far away or too far ahead to matter, so it can learn that they do not
+    event_reach_km: float | None = None
+    event_lead_h: float | None = None
     max_text_tokens: int = 48
     lora_r: int = 8
     lora_alpha: int = 16
@@ -46,7 +56,7 @@ class LMConfig:
     def __post_init__(self) -> None:
         self.extra_tokens = tuple(self.extra_tokens)
         checks = [("mode", self.mode, MODES), ("fusion", self.fusion, FUSIONS),
-                  ("text_scope", self.text_scope, TEXT_SCOPES)]
+                  ("text_scope", self.text_scope, TEXT_SCOPES), ("event_times", self.event_times, EVENT_TIMES)]
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {value!r}")

@@ -195,7 +195,9 @@ class LMForecaster:
     def context(self, panel: Panel) -> FastContext:
         """The panel's precomputed context (cached for the last panel seen)."""
         if self._ctx is None or self._ctx[0] is not panel:
-            self._ctx = (panel, FastContext(panel, self.spec))
+            cfg = self.cfg
+            self._ctx = (panel, FastContext(panel, self.spec, reach_km=cfg.event_reach_km, lead_h=cfg.event_lead_h,
+                                            relative_times=cfg.event_times == "relative"))
         return self._ctx[1]
 
     def samples(self, panel: Panel, rows: np.ndarray) -> Samples:

@@ -194,12 +194,17 @@ class FastContext:
     Equal to the reference by construction (same rules, same order of events) and by test.
     """
 
-    def __init__(self, panel: Panel, spec: WindowSpec = WindowSpec()):
+    def __init__(self, panel: Panel, spec: WindowSpec = WindowSpec(), reach_km: float | None = None,
+                 lead_h: float | None = None, relative_times: bool = False):
+        """`reach_km`, `lead_h` and `relative_times` widen and restate what `fields` shows (`LMConfig.event_reach_km`,
+        `event_lead_h`, `event_times`); left at None/False, `fields` equals `windows.context_fields`."""
         self.panel = panel
         self.spec = spec
         self.det = panel.detectors.reset_index(drop=True)
         self.holidays = holiday_dates(panel)
         self.horizon = pd.Timedelta(minutes=max(spec.horizons_min))
+        self.lead = self.horizon + pd.Timedelta(hours=1) if lead_h is None else pd.Timedelta(hours=float(lead_h))
+        self.wide = reach_km is not None or lead_h is not None
         ev = panel.events
         self.n_events = len(ev)
         if self.n_events:
@@ -214,6 +219,15 @@ class FastContext:
             self.ev_text = ev["text"].to_numpy()
             self.km = np.full((len(self.det), self.n_events), np.nan)  # detector-event distance, where known
             self.near = self._near(ev)  # (D, E)
+            self.shown = self.near  # (D, E): the events a detector's text may show
+            if reach_km is not None:
+                self.shown = self.near | (np.nan_to_num(self.km, nan=1e9) <= float(reach_km))
+            if relative_times:  # the event's own times removed, as from a user's note (trafficcore.notes)
+                from trafficcore.notes import gazetteer
+
+                gaz = gazetteer(panel)
+                self.ev_text = np.array([gaz.parse(str(x), s).body if isinstance(x, str) else x
+                                         for x, s in zip(self.ev_text, start, strict=True)], dtype=object)
         w = panel.weather
         self.w_ts = pd.to_datetime(w["ts"]).to_numpy() if not w.empty else np.array([], dtype="datetime64[ns]")
         self.w_rows = [] if w.empty else [
@@ -257,10 +271,14 @@ class FastContext:
         events = []
         if self.n_events:
             t64 = np.datetime64(t.to_datetime64())
-            hz = np.datetime64((t + self.horizon + pd.Timedelta(hours=1)).to_datetime64())
+            hz = np.datetime64((t + self.lead).to_datetime64())
             visible = np.where(self.ev_unplanned, self.ev_start <= t64, self.ev_start <= hz)
             active = visible & (self.ev_end >= t64 - np.timedelta64(1, "h")) & ~self.ev_holiday
-            for j in np.flatnonzero(active & self.near[int(detector_idx)]):
+            shown = np.flatnonzero(active & self.shown[int(detector_idx)])
+            if self.wide and len(shown) > 3:  # keep the three that matter most: near and soon first
+                shown = sorted(shown, key=lambda j: self._relevance(int(detector_idx), int(j), t))[:3]
+                shown = sorted(shown)
+            for j in shown:
                 mins = int((pd.Timestamp(self.ev_start[j]) - t) / pd.Timedelta(minutes=1))
                 events.append({"kind": self.ev_kind[j], "text": self.ev_text[j], "minutes_from_now": mins})
                 if details:
@@ -282,6 +300,13 @@ class FastContext:
             "events": events[:3],
             "weather": weather,
         }
+
+    def _relevance(self, d: int, j: int, t: pd.Timestamp) -> tuple[int, float]:
+        """Sort key among the events a wide reach shows: near events within the default window first (those the
+        default text would show), then other near ones, then far ones; sooner first within each."""
+        mins = (pd.Timestamp(self.ev_start[j]) - t) / pd.Timedelta(minutes=1)
+        soon = -180 <= mins <= (self.horizon + pd.Timedelta(hours=1)) / pd.Timedelta(minutes=1)
+        return (0 if self.near[d, j] and soon else 1 if self.near[d, j] else 2), abs(mins)
 
     def recent_event_mask(self, detector_idx: np.ndarray, issue_idx: np.ndarray, window_min: int = 180) -> np.ndarray:
         """Per sample: does its context text mention an event that is upcoming or started within `window_min`?
