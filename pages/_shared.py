@@ -296,6 +296,13 @@ def loaded_model(ctx: Context) -> object:
     return model
 
 
+def chosen(ctx: Context) -> uim.ModelChoice:
+    """The model picked in the sidebar; `ctx.choice` is the one answering, the historical average while a slow
+    pick is being prepared (a page that needs the pick itself waits for it: `get_model`)."""
+    options = get_choices(ctx.db, ctx.dataset, ctx.info, store_version(ctx.db))
+    return next((c for c in options if c.key == kept("model")), ctx.choice)
+
+
 def synthetic_banner(ctx: Context) -> None:
     """The synthetic-data label, on every page that shows data of a synthetic dataset."""
     if ctx.synthetic:

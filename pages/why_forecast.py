@@ -40,20 +40,19 @@ def explanation(db: str, dataset: str, stamp: str, _choice, choice_key: str, det
     return e, tx.tokens_html(e), tx.features_frame(e), tx.phrases(e)
 
 
-def importance(ctx: sh.Context, day: str, horizon: int, n: int):
+def importance(ctx: sh.Context, model, choice_key: str, day: str, horizon: int, n: int):
     """Mean |attribution| over a sample of `n` forecasts of the day (kept per model and data version).
 
     The first time shows a progress bar (one step per forecast explained); later runs read the kept result.
     """
     from trafficcore import explain as tx
 
-    key = (ctx.db, ctx.dataset, ctx.stamp, ctx.choice.key, day, int(horizon), int(n))
+    key = (ctx.db, ctx.dataset, ctx.stamp, choice_key, day, int(horizon), int(n))
     out = sh.memo_get("global_importance", key)
     if out is not None:
         return out
     t0 = time.perf_counter()
     with st.status(f"Explaining a sample of {n} forecasts...", expanded=True) as box:
-        model = sh.loaded_model(ctx)
         panel = ctx.panel
         rng = np.random.default_rng(0)
         dets = rng.choice(panel.detectors["detector_id"].to_numpy(), size=n)
@@ -91,7 +90,12 @@ if dets is None or dets.empty:
     st.info("Choose a site with detectors in the sidebar.")
     st.stop()
 labels = list(dets["label"])
-model = sh.loaded_model(ctx)
+choice = sh.chosen(ctx)
+if choice.key != ctx.choice.key:  # the picked model is still being prepared: explaining needs the model itself
+    with st.spinner(f"Preparing {choice.label}..."):
+        model, _ = sh.get_model(ctx.db, ctx.dataset, ctx.stamp, choice)
+else:
+    model = sh.loaded_model(ctx)
 text_model = reads_text(model)
 c1, c2 = st.columns([2, 2])
 approach = c1.selectbox("Approach", labels, key="why_approach")
@@ -102,15 +106,15 @@ if st.session_state.get("why_h") not in hs:
 horizon = c2.select_slider("Horizon (minutes ahead)", options=hs, key="why_h")
 note = ""
 if text_model:
-    st.caption(f":material/article: **{md(ctx.choice.label)}** reads text: the events near this site and a "
+    st.caption(f":material/article: **{md(choice.label)}** reads text: the events near this site and a "
                "scenario note. Times and places in a note are restated as the model reads them, relative to "
                f"the issue time ({ctx.issued_at:%a %d %b %H:%M}) and to this approach.")
     note = st.text_input("Scenario note (optional): the model reads it with the context", key="why_note",
                          max_chars=300, placeholder="e.g. concert at the stadium at 7 pm, 20,000 visitors").strip()
 else:
-    readers = [c for c in sh.get_choices(ctx.db, ctx.dataset, sh.get_info(ctx.db, ctx.dataset, sh.store_version(
-        ctx.db)), sh.store_version(ctx.db)) if c.key != ctx.choice.key and uim.reads_text(c)]
-    why = (f"**{md(ctx.choice.label)}** does not read text: its forecast comes from numbers only (recent readings, "
+    readers = [c for c in sh.get_choices(ctx.db, ctx.dataset, ctx.info, sh.store_version(ctx.db))
+               if c.key != choice.key and uim.reads_text(c)]
+    why = (f"**{md(choice.label)}** does not read text: its forecast comes from numbers only (recent readings, "
            "neighbours, the same time last week, the calendar), so a scenario note would change nothing and is "
            "not offered here.")
     if readers:
@@ -129,7 +133,7 @@ if not HAVE_EXPLAIN:
     st.text(context_text(fields))
     st.stop()
 
-e, tokens_html, features, phrases = explanation(ctx.db, ctx.dataset, ctx.stamp, ctx.choice, ctx.choice.key,
+e, tokens_html, features, phrases = explanation(ctx.db, ctx.dataset, ctx.stamp, choice, choice.key,
                                                 detector, str(ctx.issued_at), int(horizon), note)
 unit = "veh" if panel.detectors.set_index("detector_id").loc[detector, "measure"] != "speed" else "km/h"
 target = pd.Timestamp(e.issued_at) + pd.Timedelta(minutes=int(horizon)) - panel.interval
@@ -141,7 +145,7 @@ m[3].metric("Sum of attributions", f"{e.prediction - e.base_value:+.1f} {unit}")
 st.info(md(e.summary), icon=":material/lightbulb:")
 all_zero = (features["value"].abs().max() if len(features) else 0) < 1e-6 and not any(abs(v) > 1e-6 for _, v in phrases)
 if all_zero:
-    st.warning(f"The model in use ({md(ctx.choice.label)}) does not react to recent readings or to text: "
+    st.warning(f"The model in use ({md(choice.label)}) does not react to recent readings or to text: "
                "its forecast is the typical profile, so every attribution is zero. To see reasons, choose "
                "gradient boosting in the sidebar, or a language model (the shipped one on the demo city, or one "
                "trained on this dataset with `trafficcore train`).", icon=":material/info:")
@@ -180,12 +184,12 @@ st.caption(f"Additive: base {e.base_value:.2f} + attributions {e.total() - e.bas
            f"{e.total():.2f} (forecast {e.prediction:.2f}).")
 
 st.subheader("Global importance")
-gkey = f"why_global_{ctx.dataset}_{ctx.choice.key}_{horizon}"
+gkey = f"why_global_{ctx.dataset}_{choice.key}_{horizon}"
 if st.button("Explain a sample of 24 forecasts on this day", key="why_global", icon=":material/bar_chart:"):
     st.session_state[gkey] = True
 if st.session_state.get(gkey):
     with sh.guarded("global importance"):
-        fdf, tdf = importance(ctx, str(ctx.issued_at.normalize()), int(horizon), 24)
+        fdf, tdf = importance(ctx, model, choice.key, str(ctx.issued_at.normalize()), int(horizon), 24)
         g1, g2 = st.columns(2)
         g1.plotly_chart(bars(fdf["name"], fdf["mean_abs"], "Mean |attribution| per feature group"), width="stretch",
                         key="why_gfeat", config=PLOTLY_CONFIG)

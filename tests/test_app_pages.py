@@ -183,12 +183,16 @@ def test_time_of_day_plans_follow_the_number_of_plans(page):
 
 
 # ---------------------------------------------------------------------------- Why this forecast
-def test_why_page_shows_the_context_text_and_reacts_to_a_note(page):
+def test_why_page_says_a_numbers_only_model_does_not_read_a_note_and_offers_no_box(page):
+    """The historical average reads no text: no note box (a note would change nothing), and the reason why; the
+    test city has no model that reads text, so the page says how to train one."""
     at = page("why_forecast")
     text = " ".join(t.value for t in at.text)
-    assert "Mill St / 2nd Ave" in text and "Friday 08:00" in text
-    at.text_input(key="why_note").set_value("Street party on Mill St tonight").run()
-    assert "Street party on Mill St tonight" in " ".join(t.value for t in at.text)
+    assert "Mill St / 2nd Ave" in text and "Friday 08:00" in text  # the context, shown for reference
+    assert not [w for w in at.text_input if w.key == "why_note"]
+    info = " ".join(i.value for i in at.info)
+    assert "does not read text" in info and "No model that reads text is available" in info
+    assert "trafficcore train --dataset city --model lm" in info
 
 
 # ---------------------------------------------------------------------------- Model report

@@ -81,7 +81,20 @@ def test_note_changes_the_forecast(panel):
     plain = explain(WordModel(), panel, "C:S", "2025-01-10 18:30", 30)
     noted = explain(WordModel(), panel, "C:S", "2025-01-10 18:30", 30, note="Concert at the stadium at 7 pm")
     assert noted.prediction == pytest.approx(plain.prediction + 10)
-    assert dict(phrases(noted))["Concert at the stadium at 7 pm."] == pytest.approx(10.0)
+    # the model read the note restated relative to the issue time (trafficcore.notes), and the page says so
+    assert noted.note_read == "Concert at the stadium (starts in 30 min)."
+    assert dict(phrases(noted))["Concert at the stadium (starts in 30 min)."] == pytest.approx(10.0)
+    assert noted.note_recognised == [{"kind": "start", "words": "at 7 pm", "meaning": "starts in 30 min"}]
+    assert noted.without_note == pytest.approx(plain.prediction)
+    assert "The note moves it by +10 veh" in noted.summary
+
+
+def test_a_model_that_reads_no_text_ignores_a_note(panel):
+    class Numbers(WordModel):
+        reads_text = False
+
+    e = explain(Numbers(), panel, "C:S", "2025-01-10 18:30", 30, note="Concert at the stadium at 7 pm")
+    assert e.text == "" and e.note_read == "" and e.without_note is None and "note" not in e.summary
 
 
 def test_gradient_boosting_tree_explainer(panel):

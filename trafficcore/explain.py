@@ -400,12 +400,13 @@ def summarise(expl: Explanation, panel: Panel) -> str:
             moved += f"; {against[0][0]} ({_amount(against[0][1], unit)}) pulled the other way"
         out.append(moved + ".")
     if expl.without_note is not None:
-        if _same(pred, expl.without_note):
-            out.append(f"The note changes it by less than {max(SAME_ABS, SAME_REL * abs(pred)):.1f} {unit} "
-                       f"({expl.without_note:.1f} without it).")
+        moved = pred - expl.without_note
+        if abs(moved) < 0.05:
+            out.append(f"The note does not change it ({expl.without_note:.1f} {unit} without it).")
         else:
-            out.append(f"The note moves it by {_amount(pred - expl.without_note, unit)} "
-                       f"({expl.without_note:.0f} without it, {pred:.0f} with it).")
+            digits = 0 if abs(moved) >= 9.95 else 1
+            out.append(f"The note moves it by {_amount(moved, unit)} ({expl.without_note:.{digits}f} without it, "
+                       f"{pred:.{digits}f} with it).")
     return " ".join(out)
 
 

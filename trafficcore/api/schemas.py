@@ -88,6 +88,8 @@ class ExplainResponse(BaseModel):
     horizon_min: int
     typical: float
     text: str
+    note_read: str = Field("", description="the scenario note as the model read it (times relative to the issue "
+                                           "time, places as distances); empty when the model reads no text")
 
 
 class DemandRow(BaseModel):
