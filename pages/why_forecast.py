@@ -153,8 +153,13 @@ if all_zero:
 left, right = st.columns([3, 2])
 with left:
     if note:
-        st.markdown("**Your note, as the model reads it**")
-        st.text(e.note_read)
+        if e.note_read:
+            st.markdown("**Your note, as the model reads it**")
+            st.text(e.note_read)
+        else:
+            st.warning(f"The model is not given this note: {md(e.note_unread)}. It reads a note as it reads an event, "
+                       "and it was shown only events within that window, so it has not learnt what one outside it "
+                       "means; the forecast is the one without the note.", icon=":material/schedule:")
         if e.note_recognised:
             st.dataframe(pd.DataFrame(e.note_recognised).rename(columns={"kind": "understood as", "words": "you wrote",
                                                                          "meaning": "the model reads"}),

@@ -230,7 +230,7 @@ def explain(
     typer.echo(e.summary)
     if json_out:
         keys = ["prediction", "base_value", "tokens", "features", "summary", "model", "detector_id", "issued_at",
-                "horizon_min", "typical", "text", "note_read"]
+                "horizon_min", "typical", "text", "note_read", "note_unread"]
         json_out.write_text(json.dumps({k: e.to_dict()[k] for k in keys}, indent=2))
         typer.echo(f"wrote {json_out}")
 

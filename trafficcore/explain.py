@@ -35,7 +35,7 @@ import pandas as pd
 from trafficcore.data.panel import Panel
 from trafficcore.data.profile import daytype_slot, slot_means
 from trafficcore.data.windows import Samples, build_samples
-from trafficcore.models.base import ReadsText, TreeEnsemble, reads_text
+from trafficcore.models.base import ReadsText, TreeEnsemble, note_language, reads_text
 from trafficcore.notes import normalise_note
 
 #: numeric groups of the permutation explainer: name -> history positions counted from the newest (1 = last 15 min)
@@ -65,7 +65,8 @@ class Explanation:
     summary: str = ""
     phrase_lengths: list[int] = field(default_factory=list)  # words per phrase of `text` (empty: split sentences)
     note: str = ""  # the scenario note as typed
-    note_read: str = ""  # the note as the model read it (`trafficcore.notes`); "" when the model reads no text
+    note_read: str = ""  # the note as the model read it (`trafficcore.notes`); "" when the model did not read it
+    note_unread: str = ""  # why a model that reads text was not given the note (outside its event window)
     note_recognised: list[dict] = field(default_factory=list)  # [{kind, words, meaning}]: what was understood
     without_note: float | None = None  # the same forecast without the note (None: no note, or not read)
 
@@ -131,17 +132,19 @@ def explain(
     typical = float(_typical(panel, d, row, model.spec)[1][j])
     lengths: list[int] = []
     typed = " ".join(note.split()) if note else ""
-    # the note as the model reads it: times relative to the issue time, places as distances (trafficcore.notes)
-    read_note = normalise_note(panel, detector_id, issued_at, typed) if typed and reads_text(model) else None
+    # the note as the model reads it: times relative to the issue time, places as distances, and not at all when
+    # it lies outside the events the model was shown (trafficcore.notes)
+    read_note = (normalise_note(panel, detector_id, issued_at, typed, note_language(model))
+                 if typed and reads_text(model) else None)
+    given = read_note.text if read_note is not None and read_note.unread is None else None
     without = None
     if isinstance(model, TreeEnsemble):
         out = _explain_tree(model, panel, samples, j)
         text = ""
     else:
-        text, lengths = (_context_of(model, panel, samples, read_note.text if read_note else None)
-                         if reads_text(model) else ("", []))
+        text, lengths = _context_of(model, panel, samples, given) if reads_text(model) else ("", [])
         out = _explain_permutation(model, panel, samples, j, text, n_permutations, seed)
-        if read_note is not None:  # the same forecast without the note: what the note itself changes
+        if given is not None:  # the same forecast without the note: what the note itself changes
             plain = " ".join(model.text_parts(panel, samples, note=None)[0])
             without = float(np.asarray(model.predict_with_texts(panel, samples, [plain]))[0, j, 1])
     base, pred, tokens, features = out
@@ -158,7 +161,8 @@ def explain(
         features=features,
         phrase_lengths=lengths,
         note=typed,
-        note_read=read_note.text if read_note is not None else "",
+        note_read=given or "",
+        note_unread=(read_note.unread or "") if read_note is not None else "",
         note_recognised=[asdict(r) for r in read_note.recognised] if read_note is not None else [],
         without_note=without,
     )
@@ -399,6 +403,8 @@ def summarise(expl: Explanation, panel: Panel) -> str:
         if against:
             moved += f"; {against[0][0]} ({_amount(against[0][1], unit)}) pulled the other way"
         out.append(moved + ".")
+    if getattr(expl, "note_unread", ""):
+        out.append(f"The note is not read: {expl.note_unread}.")
     if expl.without_note is not None:
         moved = pred - expl.without_note
         if abs(moved) < 0.05:

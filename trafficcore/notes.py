@@ -86,10 +86,42 @@ class NormalisedNote:
     minutes_to_end: int | None = None
     km: float | None = None  # distance from the detector to the place the note names
     place: str | None = None
+    unread: str | None = None  # why the model is not given this note (outside the events it reads), else None
 
     @property
     def changed(self) -> bool:
         return self.text != self.original
+
+
+@dataclass(frozen=True)
+class NoteLanguage:
+    """How one model reads a note: the words its training texts used and the events they showed it.
+
+    `on_road`: its texts say "on this road" (`LMConfig.event_road`). `lead_min` and `radius_km`: it was shown
+    planned events from `lead_min` before their start and within `radius_km` of the detector (`FastContext`: the
+    largest horizon + 1 h, the window spec's event radius). A note is read under the same rule as an event: one
+    about something further ahead, further away or long over is not given to the model, and the page says why,
+    instead of feeding it words it never learnt to weigh.
+    """
+
+    on_road: bool = False
+    lead_min: int = 120
+    radius_km: float = 1.0
+
+    @classmethod
+    def for_spec(cls, spec, on_road: bool = False) -> NoteLanguage:
+        return cls(on_road=on_road, lead_min=int(max(spec.horizons_min)) + 60, radius_km=float(spec.event_radius_km))
+
+    def unread(self, start: int | None, end: int | None, km: float | None) -> str | None:
+        """Why a note that starts `start` minutes from now, ends at `end` and lies `km` away is not read, or None."""
+        if start is not None and start > self.lead_min:
+            return (f"it starts in {span_phrase(start)}, and the model reads events that start within the next "
+                    f"{span_phrase(self.lead_min)}")
+        if end is not None and end < -60:
+            return f"it ended {span_phrase(-end)} ago, and the model reads events until an hour after they end"
+        if km is not None and km > self.radius_km:
+            return f"it is {km:.1f} km away, and the model reads events within {self.radius_km:g} km"
+        return None
 
 
 @dataclass(frozen=True)
@@ -132,11 +164,15 @@ class ParsedNote:
     place: Place | None
     place_words: str | None
     times: tuple[TimeMention, ...] = field(default_factory=tuple)
+    roads: tuple[str, ...] = ()  # roads the note names on their own (not inside a site's name)
 
     def render(self, lat: float | None, lon: float | None, shift: pd.Timedelta | None = None,
-               km: float | None = None) -> NormalisedNote:
-        """The note as the model reads it for a detector at (lat, lon). `shift` moves every time it states
+               km: float | None = None, road: str | None = None,
+               language: NoteLanguage | None = None) -> NormalisedNote:
+        """The note as the model reads it for a detector at (lat, lon) on `road`, in `language` (default: the
+        plain training words, no "on this road", the default event window). `shift` moves every time it states
         (a what-if: the same event 10 h later), `km` puts its place that far away instead."""
+        language = language or NoteLanguage()
         shift = shift or pd.Timedelta(0)
         minute = pd.Timedelta(minutes=1)
         start = None if self.start is None else int((self.start + shift - self.issued_at) / minute)
@@ -155,14 +191,18 @@ class ParsedNote:
         if km is not None:
             where = f" ({self.place.name})" if self.place is not None and self.place_words != self.place.name else ""
             rec.append(Recognised("place", self.place_words or "", f"{km:.1f} km away{where}"))
-        suffix = event_when(start, end, km)
+        on_road = language.on_road and road is not None and road in self.roads
+        if on_road:
+            rec.append(Recognised("road", road, "on this road"))
+        suffix = event_when(start, end, km, on_road)
         if end is not None and end <= 0:  # over already: say so (the training texts drop such events)
             suffix = ", ".join(p for p in (suffix, f"ended {span_phrase(-end)} ago") if p)
         body = self.body.rstrip(" .!?;:,")
         text = f"{body} ({suffix})." if suffix else (self.original.strip() if not self.times else body + ".")
         return NormalisedNote(original=self.original, text=text, recognised=tuple(rec), minutes_from_now=start,
                               minutes_to_end=end, km=None if km is None else float(km),
-                              place=None if self.place is None else self.place.name)
+                              place=None if self.place is None else self.place.name,
+                              unread=language.unread(start, end, km))
 
     def _words(self, role: str) -> str:
         return " ... ".join(t.words for t in self.times if t.role == role)
@@ -483,7 +523,8 @@ def _parse(text: str, issued_at: pd.Timestamp, gaz: Gazetteer) -> ParsedNote:
     best = min(places, key=lambda p: (PLACE_RANK[p[2].kind], p[0]), default=None)
     return ParsedNote(original=text, body=_remove(text, gone), issued_at=issued_at, start=start, end=end,
                       place=None if best is None else best[2],
-                      place_words=None if best is None else text[best[0]:best[1]], times=tuple(gone))
+                      place_words=None if best is None else text[best[0]:best[1]], times=tuple(gone),
+                      roads=tuple(dict.fromkeys(p.name for _, _, p in places if p.kind == "road")))
 
 
 def _span_of(mentions: list[TimeMention]) -> tuple[pd.Timestamp | None, pd.Timestamp | None, set[int]]:
@@ -593,8 +634,9 @@ def gazetteer(panel: Panel) -> Gazetteer:
     return gaz
 
 
-def normalise_note(panel: Panel, detector_id: str, issued_at, text: str) -> NormalisedNote:
-    """`text` as the model reads it for `detector_id` at `issued_at` (see the module docstring)."""
+def normalise_note(panel: Panel, detector_id: str, issued_at, text: str,
+                   language: NoteLanguage | None = None) -> NormalisedNote:
+    """`text` as a model that speaks `language` reads it for `detector_id` at `issued_at` (module docstring)."""
     text = " ".join(str(text).split())
     if not text:
         return NormalisedNote(original="", text="")
@@ -602,4 +644,5 @@ def normalise_note(panel: Panel, detector_id: str, issued_at, text: str) -> Norm
     lat, lon = det.get("lat"), det.get("lon")
     lat = float(lat) if lat is not None and pd.notna(lat) else None
     lon = float(lon) if lon is not None and pd.notna(lon) else None
-    return gazetteer(panel).parse(text, issued_at).render(lat, lon)
+    road = det.get("road") if isinstance(det.get("road"), str) else None
+    return gazetteer(panel).parse(text, issued_at).render(lat, lon, road=road, language=language)

@@ -39,20 +39,23 @@ def span_phrase(minutes: int) -> str:
                                                     else f"{round(minutes / 1440)} days")
 
 
-def event_when(minutes_from_now: int | None, minutes_to_end: int | None = None, km: float | None = None) -> str:
-    """"starts in 45 min", plus where known "ends in 4 h" and "0.6 km away": how the training texts place an
-    event in time and space (`FastContext.fields(details=True)`); a scenario note is restated the same way.
-    An end already past is left out, as the training texts do."""
+def event_when(minutes_from_now: int | None, minutes_to_end: int | None = None, km: float | None = None,
+               on_road: bool = False) -> str:
+    """"starts in 45 min", plus where known "ends in 4 h", "0.6 km away" and "on this road": how the training
+    texts place an event in time and space (`FastContext.fields(details=True)`); a scenario note is restated the
+    same way. An end already past is left out, as the training texts do."""
     out = [] if minutes_from_now is None else [starts_phrase(int(minutes_from_now))]
     if minutes_to_end is not None and int(minutes_to_end) > 0:
         out.append(f"ends in {span_phrase(int(minutes_to_end))}")
     if km is not None:
         out.append(f"{float(km):.1f} km away")
+    if on_road:
+        out.append("on this road")
     return ", ".join(out)
 
 
 def _event_when(e: dict) -> str:
-    return event_when(int(e["minutes_from_now"]), e.get("minutes_to_end"), e.get("km"))
+    return event_when(int(e["minutes_from_now"]), e.get("minutes_to_end"), e.get("km"), bool(e.get("on_road")))
 
 
 def _event_order(e: dict) -> tuple[int, int]:

@@ -89,7 +89,9 @@ class ExplainResponse(BaseModel):
     typical: float
     text: str
     note_read: str = Field("", description="the scenario note as the model read it (times relative to the issue "
-                                           "time, places as distances); empty when the model reads no text")
+                                           "time, places as distances); empty when it did not read it")
+    note_unread: str = Field("", description="why a model that reads text was not given the note (it lies outside "
+                                             "the events the model reads: too far ahead or away)")
 
 
 class DemandRow(BaseModel):

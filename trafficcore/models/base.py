@@ -18,6 +18,7 @@ import pandas as pd
 from trafficcore.data.panel import Panel
 from trafficcore.data.schema import FORECAST_COLUMNS
 from trafficcore.data.windows import Samples, WindowSpec
+from trafficcore.notes import NoteLanguage
 
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -77,6 +78,13 @@ class TreeEnsemble(Protocol):
 def reads_text(model) -> bool:
     """Whether this model's forecasts change with the words of their context."""
     return isinstance(model, ReadsText) and bool(model.reads_text)
+
+
+def note_language(model) -> NoteLanguage:
+    """How `model` reads a scenario note (`trafficcore.notes.NoteLanguage`): its own answer where it gives one
+    (`LMForecaster.note_language`), else the training texts' plain words and the default event window."""
+    own = getattr(model, "note_language", None)
+    return own() if callable(own) else NoteLanguage.for_spec(model.spec)
 
 
 def forecast_frame(panel: Panel, samples: Samples, quantiles: np.ndarray) -> pd.DataFrame:

@@ -37,11 +37,9 @@ class LMConfig:
     # relative "(starts in 45 min, ...)"; "relative" states time only relative to the issue time, as a user's
     # scenario note is restated (`trafficcore.notes`), so training texts and notes speak the same language
     event_times: str = "as_written"
-    # how far the text reaches: events within this many km (None: the window spec's event radius), planned ones
-    # from this many hours before they start (None: the largest horizon + 1 h). A wider reach shows the model
-    # events too far away or too far ahead to matter, so it can learn that they do not
-    event_reach_km: float | None = None
-    event_lead_h: float | None = None
+    # event phrases (and notes) also say "on this road" when the event names the detector's own road outside a
+    # site name ("Crash on Canal St at Canal St / 4th Ave"): what decides whether an approach loses its traffic
+    event_road: bool = False
     max_text_tokens: int = 48
     lora_r: int = 8
     lora_alpha: int = 16

@@ -36,6 +36,7 @@ from trafficcore.models.lm.inputs import FastContext, Prepared, numeric_inputs
 from trafficcore.models.lm.late import SentenceCache, sentences
 from trafficcore.models.lm.net import FusionNet, prune_last_layer, quantiles_from_raw
 from trafficcore.models.lm.recipes import Recipe, get_recipe
+from trafficcore.notes import NoteLanguage
 from trafficcore.text import context_parts
 
 #: Token id sequences kept between calls (distinct context texts; a city-day holds a few tens of thousands).
@@ -87,6 +88,11 @@ class LMForecaster:
         if not self.cfg.reads_text:
             return False
         return self.net is None or not self.transformer_off
+
+    def note_language(self) -> NoteLanguage:
+        """How this model reads a scenario note: "on this road" if its texts say it, and the event window its
+        texts showed (the largest horizon + 1 h ahead, the window spec's event radius)."""
+        return NoteLanguage.for_spec(self.spec, on_road=self.cfg.event_road)
 
     @property
     def transformer_off(self) -> bool:
@@ -195,9 +201,8 @@ class LMForecaster:
     def context(self, panel: Panel) -> FastContext:
         """The panel's precomputed context (cached for the last panel seen)."""
         if self._ctx is None or self._ctx[0] is not panel:
-            cfg = self.cfg
-            self._ctx = (panel, FastContext(panel, self.spec, reach_km=cfg.event_reach_km, lead_h=cfg.event_lead_h,
-                                            relative_times=cfg.event_times == "relative"))
+            self._ctx = (panel, FastContext(panel, self.spec, relative_times=self.cfg.event_times == "relative",
+                                            roads=self.cfg.event_road))
         return self._ctx[1]
 
     def samples(self, panel: Panel, rows: np.ndarray) -> Samples:

@@ -194,17 +194,15 @@ class FastContext:
     Equal to the reference by construction (same rules, same order of events) and by test.
     """
 
-    def __init__(self, panel: Panel, spec: WindowSpec = WindowSpec(), reach_km: float | None = None,
-                 lead_h: float | None = None, relative_times: bool = False):
-        """`reach_km`, `lead_h` and `relative_times` widen and restate what `fields` shows (`LMConfig.event_reach_km`,
-        `event_lead_h`, `event_times`); left at None/False, `fields` equals `windows.context_fields`."""
+    def __init__(self, panel: Panel, spec: WindowSpec = WindowSpec(), relative_times: bool = False,
+                 roads: bool = False):
+        """`relative_times` and `roads` restate event texts as a scenario note is restated (`LMConfig.event_times`,
+        `event_road`, with `details`); left False, `fields` equals `windows.context_fields`."""
         self.panel = panel
         self.spec = spec
         self.det = panel.detectors.reset_index(drop=True)
         self.holidays = holiday_dates(panel)
         self.horizon = pd.Timedelta(minutes=max(spec.horizons_min))
-        self.lead = self.horizon + pd.Timedelta(hours=1) if lead_h is None else pd.Timedelta(hours=float(lead_h))
-        self.wide = reach_km is not None or lead_h is not None
         ev = panel.events
         self.n_events = len(ev)
         if self.n_events:
@@ -219,15 +217,20 @@ class FastContext:
             self.ev_text = ev["text"].to_numpy()
             self.km = np.full((len(self.det), self.n_events), np.nan)  # detector-event distance, where known
             self.near = self._near(ev)  # (D, E)
-            self.shown = self.near  # (D, E): the events a detector's text may show
-            if reach_km is not None:
-                self.shown = self.near | (np.nan_to_num(self.km, nan=1e9) <= float(reach_km))
-            if relative_times:  # the event's own times removed, as from a user's note (trafficcore.notes)
+            self.on_road = None  # (D, E): the event names the detector's road (outside a site name)
+            if relative_times or roads:  # event texts read as a user's note is read (trafficcore.notes)
                 from trafficcore.notes import gazetteer
 
                 gaz = gazetteer(panel)
-                self.ev_text = np.array([gaz.parse(str(x), s).body if isinstance(x, str) else x
-                                         for x, s in zip(self.ev_text, start, strict=True)], dtype=object)
+                parsed = [gaz.parse(str(x), s) if isinstance(x, str) else None
+                          for x, s in zip(self.ev_text, start, strict=True)]
+                if relative_times:  # the event's own clock times and dates removed: time only as "starts in ..."
+                    self.ev_text = np.array([p.body if p is not None else x
+                                             for p, x in zip(parsed, self.ev_text, strict=True)], dtype=object)
+                if roads:
+                    named = [set(p.roads) if p is not None else set() for p in parsed]
+                    road = self.det["road"].astype(object).to_numpy()
+                    self.on_road = np.array([[r in n for n in named] for r in road], dtype=bool)
         w = panel.weather
         self.w_ts = pd.to_datetime(w["ts"]).to_numpy() if not w.empty else np.array([], dtype="datetime64[ns]")
         self.w_rows = [] if w.empty else [
@@ -271,14 +274,10 @@ class FastContext:
         events = []
         if self.n_events:
             t64 = np.datetime64(t.to_datetime64())
-            hz = np.datetime64((t + self.lead).to_datetime64())
+            hz = np.datetime64((t + self.horizon + pd.Timedelta(hours=1)).to_datetime64())
             visible = np.where(self.ev_unplanned, self.ev_start <= t64, self.ev_start <= hz)
             active = visible & (self.ev_end >= t64 - np.timedelta64(1, "h")) & ~self.ev_holiday
-            shown = np.flatnonzero(active & self.shown[int(detector_idx)])
-            if self.wide and len(shown) > 3:  # keep the three that matter most: near and soon first
-                shown = sorted(shown, key=lambda j: self._relevance(int(detector_idx), int(j), t))[:3]
-                shown = sorted(shown)
-            for j in shown:
+            for j in np.flatnonzero(active & self.near[int(detector_idx)]):
                 mins = int((pd.Timestamp(self.ev_start[j]) - t) / pd.Timedelta(minutes=1))
                 events.append({"kind": self.ev_kind[j], "text": self.ev_text[j], "minutes_from_now": mins})
                 if details:
@@ -287,6 +286,8 @@ class FastContext:
                         events[-1]["km"] = float(km)
                     if not self.ev_unplanned[j]:  # an incident's end is known only afterwards
                         events[-1]["minutes_to_end"] = int((pd.Timestamp(self.ev_end[j]) - t) / pd.Timedelta(minutes=1))
+                    if self.on_road is not None and self.on_road[int(detector_idx), j]:
+                        events[-1]["on_road"] = True
         weather = {}
         if len(self.w_ts):
             # the reference takes the last row (in table order) among those with ts <= t
@@ -300,13 +301,6 @@ class FastContext:
             "events": events[:3],
             "weather": weather,
         }
-
-    def _relevance(self, d: int, j: int, t: pd.Timestamp) -> tuple[int, float]:
-        """Sort key among the events a wide reach shows: near events within the default window first (those the
-        default text would show), then other near ones, then far ones; sooner first within each."""
-        mins = (pd.Timestamp(self.ev_start[j]) - t) / pd.Timedelta(minutes=1)
-        soon = -180 <= mins <= (self.horizon + pd.Timedelta(hours=1)) / pd.Timedelta(minutes=1)
-        return (0 if self.near[d, j] and soon else 1 if self.near[d, j] else 2), abs(mins)
 
     def recent_event_mask(self, detector_idx: np.ndarray, issue_idx: np.ndarray, window_min: int = 180) -> np.ndarray:
         """Per sample: does its context text mention an event that is upcoming or started within `window_min`?

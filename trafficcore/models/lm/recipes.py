@@ -111,7 +111,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
                   patience=6, sampler="events", samples=393216, event_share=0.5, keep_start=True),
         ),
         model={"num_layers": 2, "extra_tokens": ("long",), "max_text_tokens": 128, "fusion": "late",
-               "mode": "frozen", "event_details": True, "text_scope": "events"},
+               "mode": "frozen", "event_details": True, "text_scope": "events", "event_times": "relative",
+               "event_road": True},
         leave_own_out=False, val_samples=4096, eval_samples=2048,
     ),
     Recipe(
