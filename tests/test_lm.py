@@ -532,11 +532,13 @@ def test_demo_model_scenario_note_changes_the_forecast(demo_panel):
     m = LMForecaster.load(config.DEMO_MODEL_DIR)
     det, at = "S33:E", "2025-10-08 17:00"  # next to Lindenhaven Stadium, a Wednesday with no event there
     plain = explain(m, demo_panel, det, at, 60, n_permutations=2)
-    note = "Concert at Lindenhaven Stadium, 30,000 fans, 19:00 until 22:00 (starts in 120 min)"
+    note = "Concert at Lindenhaven Stadium, 30,000 fans, 19:00 until 22:00"
     noted = explain(m, demo_panel, det, at, 60, note=note, n_permutations=2)
-    assert note in noted.text and note not in plain.text
+    # read as the training texts speak: times relative to the issue time, the stadium as a distance
+    assert noted.note_read.startswith("Concert at Lindenhaven Stadium, 30,000 fans (starts in 120 min, ends in 5 h, ")
+    assert noted.note_read in noted.text and not plain.text
     assert noted.prediction > plain.prediction + 1.0, (plain.prediction, noted.prediction)
-    assert dict(phrases(noted))[note + "."] > 1.0
+    assert dict(phrases(noted))[noted.note_read] > 1.0
 
 
 @pytest.mark.slow

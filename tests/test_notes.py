@@ -17,7 +17,7 @@ import pytest
 from trafficcore.data import demo
 from trafficcore.data.panel import haversine_km, load_panel
 from trafficcore.data.store import Store
-from trafficcore.notes import Gazetteer, gazetteer, normalise_note
+from trafficcore.notes import Gazetteer, NoteLanguage, gazetteer, normalise_note
 from trafficcore.text import event_when
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,3 +162,47 @@ def test_distances_are_measured_from_the_detector(panel):
     a = normalise_note(panel, "S07:N", "2025-10-14 08:00", "gig at Harbour Arena at 8 pm")
     b = normalise_note(panel, "S40:W", "2025-10-14 08:00", "gig at Harbour Arena at 8 pm")
     assert a.km < 1.0 < b.km and np.isfinite(b.km)
+
+
+def test_a_model_reads_a_note_only_inside_its_event_window(panel):
+    """The same rule as for events: planned ones from the largest horizon + 1 h ahead, within the event radius."""
+    lang = NoteLanguage(lead_min=120, radius_km=1.0)
+    far_ahead = normalise_note(panel, "S33:E", "2025-10-17 08:00", "concert at the stadium at 7 pm", lang)
+    assert far_ahead.unread == "it starts in 11 h, and the model reads events that start within the next 120 min"
+    soon = normalise_note(panel, "S33:E", "2025-10-17 18:00", "concert at the stadium at 7 pm", lang)
+    assert soon.unread is None and soon.minutes_from_now == 60
+    away = normalise_note(panel, "S40:W", "2025-10-17 19:30", "gig at Harbour Arena at 8 pm", lang)
+    assert away.unread.startswith(f"it is {away.km:.1f} km away") and away.km > 1.0
+    over = normalise_note(panel, "S07:N", "2025-10-17 19:30", "lane closed 08:00 to 10:00", lang)
+    assert over.unread.startswith("it ended 10 h ago")
+
+
+def test_on_this_road_is_said_only_for_the_detectors_own_road(panel):
+    lang = NoteLanguage(on_road=True)
+    note = "Crash on Canal St at Canal St / 4th Ave, 10 minutes ago"
+    on = normalise_note(panel, "S16:N", "2025-10-14 17:45", note, lang)  # S16:N is on Canal St
+    off = normalise_note(panel, "S16:E", "2025-10-14 17:45", note, lang)  # S16:E is on 4th Ave
+    assert on.text.endswith("km away, on this road).") and "on this road" not in off.text
+    plain = normalise_note(panel, "S16:N", "2025-10-14 17:45", note)  # a model whose texts never said it
+    assert "on this road" not in plain.text
+
+
+def test_training_texts_can_speak_as_notes_are_read(panel):
+    """`LMConfig.event_times="relative"`, `event_road=True`: an event's phrase is its text read as a note."""
+    from trafficcore.models.lm.inputs import FastContext
+    from trafficcore.text import context_parts
+
+    e = panel.events.set_index("event_id").loc["E0067"]  # "Collision at Canal St / 4th Ave on Canal St, reported 17:35"
+    row = panel.index_of(pd.Timestamp(e["start_ts"]).floor("15min") + pd.Timedelta(minutes=15))
+    d_on, d_off = panel.column("S16:N"), panel.column("S16:E")
+    plain = FastContext(panel)
+    spoken = FastContext(panel, relative_times=True, roads=True)
+    assert "reported 17:35" in " ".join(context_parts(plain.fields(d_on, row, details=True), include_static=False))
+    on = " ".join(context_parts(spoken.fields(d_on, row, details=True), include_static=False))
+    off = " ".join(context_parts(spoken.fields(d_off, row, details=True), include_static=False))
+    assert on == "Collision at Canal St / 4th Ave on Canal St, queues building (started 10 min ago, 0.0 km away, " \
+                 "on this road)."
+    assert off.endswith("km away).") and "17:35" not in off
+    typed = normalise_note(panel, "S16:N", pd.Timestamp(e["start_ts"]).floor("15min") + pd.Timedelta(minutes=15),
+                           e["text"], NoteLanguage(on_road=True))
+    assert typed.text == on  # the event typed as a note reads exactly as the model was trained to read it

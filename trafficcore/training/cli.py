@@ -83,7 +83,8 @@ def train(
     dataset: Annotated[str, typer.Option("--dataset", help="dataset name in the store")],
     out: Annotated[Path, typer.Option("--out", help="folder for the trained model (config.json + safetensors)")],
     model: Annotated[str, typer.Option("--model", help="lm, or a baseline name from the registry")] = "lm",
-    preset: Annotated[str, typer.Option("--preset", help="training recipe: quick | full (CPU) | gpu | demo")] = "quick",
+    preset: Annotated[str, typer.Option("--preset", help="training recipe: quick | full (CPU) | gpu | demo | "
+                                                         "demo-notes")] = "quick",
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     db: Annotated[Path | None, typer.Option("--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/)")] = None,
     backbone: Annotated[Path | None, typer.Option("--backbone", help="local Hugging Face model folder")] = None,
