@@ -11,11 +11,16 @@ clock in that sentence, and "the stadium" is not a distance. Before the model re
   word before it ("until", "to", "-" mark an end), and removes them from the text;
 - finds places by name in the dataset's own gazetteer (`Gazetteer.from_panel`: site names, road names and
   named landmarks of past events), takes the most specific one, and measures its distance to the detector;
-- writes what it found as the training texts do: "Concert at the stadium (starts in 11 h, 1.2 km away)."
+- writes what it found as the training texts do: "Concert at the stadium (starts in 11 h, 1.2 km away).",
+  with "on this road" where the model's texts say it and the note names the detector's road;
+- says whether the model is given the note at all (`NoteLanguage.unread`): under the same rule as an event, a
+  note beyond the model's event window (too far ahead, too far away, long over) is not, and why.
 
-`normalise_note(panel, detector_id, issued_at, text)` is the one entry point that explanations, the API
-and the dashboard use; `NormalisedNote.recognised` says what was understood, for the page to show.
-Nothing is invented: a note without a time or a place gets no suffix for it.
+`normalise_note(panel, detector_id, issued_at, text, language)` is the one entry point that explanations, the
+API and the dashboard use (`language` from the model: `trafficcore.models.base.note_language`);
+`NormalisedNote.recognised` says what was understood, for the page to show. Nothing is invented: a note
+without a time or a place gets no suffix for it. The same parse also restates event texts for a model trained
+to read them so (`LMConfig.event_times="relative"`), so that training texts and notes are the same words.
 
 Why these rules:
 - A bare clock time ("19:30") is the occurrence nearest the issue time (a crash "reported 23:50" read at
