@@ -153,8 +153,10 @@ if all_zero:
 left, right = st.columns([3, 2])
 with left:
     if note:
+        st.markdown("**Your note**")
+        st.text(e.note)
         if e.note_read:
-            st.markdown("**Your note, as the model reads it**")
+            st.markdown("**As the model reads it**")
             st.text(e.note_read)
         else:
             st.warning(f"The model is not given this note: {md(e.note_unread)}. It reads a note as it reads an event, "
