@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from trafficcore.data.panel import Panel, haversine_km
+from trafficcore.data.event_match import near_matrix
+from trafficcore.data.panel import Panel
 from trafficcore.data.profile import DetectorProfile, daytype_slot, slots_per_day, without_own_reading
 from trafficcore.data.windows import UNPLANNED_WORDS, WEEK, Samples, WindowSpec, holiday_dates
 
@@ -232,16 +233,8 @@ class FastContext:
         ]
 
     def _near(self, ev: pd.DataFrame) -> np.ndarray:
-        det = self.det
-        near = ev["site_id"].astype(object).to_numpy()[None, :] == det["site_id"].astype(object).to_numpy()[:, None]
-        if ev["lat"].notna().any():
-            lat = det["lat"].to_numpy(dtype=float)
-            lon = det["lon"].to_numpy(dtype=float)
-            dist = haversine_km(lat[:, None], lon[:, None], ev["lat"].astype(float).to_numpy()[None, :],
-                                ev["lon"].astype(float).to_numpy()[None, :])
-            by_dist = np.nan_to_num(dist, nan=1e9) <= self.spec.event_radius_km
-            near = near | (by_dist & np.isfinite(lat)[:, None])
-            self.km = dist
+        """Detector-event proximity and distances by the shared rule (`trafficcore.data.event_match`)."""
+        near, self.km = near_matrix(self.det, ev, self.spec.event_radius_km)
         return near
 
     def time_of(self, issue_row: int) -> pd.Timestamp:
