@@ -135,20 +135,20 @@ def _to_geometries_km(lat: np.ndarray, lon: np.ndarray, wkts: np.ndarray) -> np.
     return out
 
 
-def near_matrix(det: pd.DataFrame, ev: pd.DataFrame, radius_km: float) -> tuple[np.ndarray, np.ndarray]:
+def near_matrix(det: pd.DataFrame, ev: pd.DataFrame, radius_km: float,
+                km: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(near, km), both (D, E): whether each event concerns each detector (module docstring) and how far it is.
 
     `det` needs `site_id`, `lat`, `lon` and optionally `road`; `ev` the events table's columns (`road` and
-    `geometry_wkt` optional).
+    `geometry_wkt` optional). `km`: the distances, when the caller has them already (`distances_km`).
     """
     site_d = det["site_id"].astype(object).to_numpy()
     near = _column(ev, "site_id").astype(object).to_numpy()[None, :] == site_d[:, None]
-    km = np.full((len(det), len(ev)), np.nan)
-    if not len(ev) or (not ev["lat"].notna().any() and not _column(ev, "geometry_wkt").notna().any()):
-        return near, km
     lat = det["lat"].to_numpy(dtype=float)
-    lon = det["lon"].to_numpy(dtype=float)
-    km = distances_km(lat, lon, ev)
+    if km is None:
+        if not len(ev) or (not ev["lat"].notna().any() and not _column(ev, "geometry_wkt").notna().any()):
+            return near, np.full((len(det), len(ev)), np.nan)
+        km = distances_km(lat, det["lon"].to_numpy(dtype=float), ev)
     close = np.nan_to_num(km, nan=1e9)
     near = near | ((close <= radius_km) & np.isfinite(lat)[:, None])
     events_on: dict[str, list[int]] = {}
