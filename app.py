@@ -100,7 +100,7 @@ def sidebar() -> sh.Context | None:
     info = sh.get_info(db, dataset, version)
     if info.get("synthetic"):
         st.sidebar.caption(":material/science: synthetic data")
-    stamp = sh.get_stamp(db, dataset)
+    stamp = sh.get_stamp(db, dataset, version)
     panel = sh.get_panel(db, dataset, stamp)
     if len(panel.times) < 20:
         st.sidebar.warning(f"Dataset '{md(dataset)}' has too few readings to forecast from.")

@@ -57,7 +57,7 @@ def road_key(name: object) -> str:
     s = str(name).lower()
     for long, short in _PHRASES:
         s = s.replace(long, short)
-    s = re.sub(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z]{2,})", " ", s)  # "sr99" -> "sr 99", not "1st" -> "1 st"
+    s = re.sub(r"(?<=[a-z])(?=\d)|(?<=\d)(?!(?:st|nd|rd|th)\b)(?=[a-z]{2,})", " ", s)  # "sr99": "sr 99"; "1st" stays
     words = [_ABBREV.get(w, w) for w in re.findall(r"[a-z0-9]+", s)]
     while len(words) > 1 and words[-1] in _DIRECTIONS:
         words.pop()
