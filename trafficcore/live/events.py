@@ -244,9 +244,10 @@ def ingest_events(store: Store, dataset: str, rows: EventRows, source: str = "ap
 
 def ingest_event_records(store: Store, dataset: str, doc, source: str = "api", fmt: str = "auto",
                          rows_are_positions: bool = True) -> EventIngestResult:
-    """A JSON document (the API's body: a list of events, a WZDx feed or an Open511 document) parsed and ingested."""
-    tz = dataset_timezone(store, dataset, source)
-    rows = parse_document(doc, source, tz, fmt, rows_are_positions=rows_are_positions)
+    """A JSON document (the API's body: a list of events, a WZDx feed or an Open511 document) parsed and ingested;
+    errors name the input "events" (`source` is free text the client chose, recorded in the log)."""
+    tz = dataset_timezone(store, dataset, "events")
+    rows = parse_document(doc, "events", tz, fmt, rows_are_positions=rows_are_positions)
     return ingest_events(store, dataset, rows, source=source)
 
 
