@@ -15,7 +15,6 @@ from pages import _shared as sh
 from trafficcore.live import alerts as la
 from trafficcore.live import events as lev
 from trafficcore.live import ingest as li
-from trafficcore.ui import events as uev
 from trafficcore.ui.safe import md, plot_text
 
 ctx = sh.require_context()
@@ -67,7 +66,7 @@ def _events_section(store, dataset: str) -> None:
                    "(WZDx, Open511, CAD logs, CSV) or POST /events.")
         return
     view = pd.DataFrame({
-        "": [uev.icon(k) for k in ev["kind"]], "kind": ev["kind"], "what": ev["text"],
+        "kind": ev["kind"], "what": ev["text"],
         "from": pd.to_datetime(ev["start_ts"]), "until": pd.to_datetime(ev["end_ts"]),
         "sites": [", ".join(x) for x in ev["sites"]], "source": ev["source"],
     })

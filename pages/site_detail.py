@@ -135,10 +135,10 @@ with sh.guarded("events read"):  # incidents, work zones and events this forecas
         st.caption("No incident, work zone or event near this site is in effect at this time.")
     else:
         label = dict(zip(dets["detector_id"], dets["label"], strict=True))
-        st.dataframe(read.assign(approach=read["detector_id"].map(label))[["approach", "icon", "kind", "read", "when"]],
-                     hide_index=True, width="stretch", key="sd_events", column_config={
-                         "icon": st.column_config.TextColumn("", width="small"),
-                         "read": st.column_config.TextColumn("what the model read", width="large")})
+        for (ico, kind, text), g in read.groupby(["icon", "kind", "text"], sort=False):
+            by = ", ".join(md(label.get(d, d)) for d in g["detector_id"])
+            st.markdown(f"{ico} **{md(kind)}**: {md(text)} ({md(g['when'].iloc[0])}; read by {by})",
+                        help="As the model read it: " + md(g["read"].iloc[0]))
 
 with st.expander("What the model reads about this approach"), sh.guarded("context text"):
     from trafficcore.data.windows import context_fields

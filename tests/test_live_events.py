@@ -230,3 +230,19 @@ def test_the_command_takes_files_and_a_watched_folder(city, tmp_path):
     assert (inbox / "d_upload.json.part").exists()
     listed = runner.invoke(app, ["events", "list", "--dataset", "demo", "--db", str(city.path)])
     assert "open511:lindenhaven/LH-2041 [crash]" in listed.output and "LH-CONCERT-1027" not in listed.output
+
+
+@pytest.mark.slow
+def test_the_site_detail_lists_the_events_the_shipped_model_read(city):
+    from trafficcore.live.serving import load_saved
+    from trafficcore.ui.events import events_read
+
+    ingest_events(city, "demo", read_event_file(DATA / "wzdx_demo.geojson", TZ))
+    panel = live_panel(city, "demo")
+    model = load_saved(config.DEMO_MODEL_DIR)
+    dets = ["S25:N", "S25:S", "S01:N"]
+    read = events_read(model, panel, dets, NOW)
+    works = read[read["text"].str.startswith("Roadworks on Park Rd northbound")]
+    assert set(works["detector_id"]) == {"S25:N", "S25:S"}  # S01 is 3 km away
+    assert works["read"].str.contains(r"\(started 4 h ago, ends in 5 days, 0\.\d km away\)").all(), works["read"]
+    assert works["icon"].iloc[0] == ":material/construction:" and works["when"].iloc[0] == "started 4 h ago"

@@ -18,30 +18,33 @@ import pandas as pd
 from trafficcore.data.event_match import in_effect, unplanned
 from trafficcore.data.panel import Panel
 
-#: kind word -> (icon shown in tables and lists, RGB of the map marker), first match wins.
+#: kind word -> (Material icon for Markdown, RGB of the map marker), first match wins. Material icons, not emoji:
+#: Streamlit ships their font, while emoji need one the machine may lack (headless Chromium draws boxes).
 KINDS: list[tuple[tuple[str, ...], str, tuple[int, int, int]]] = [
-    (("crash", "collision", "accident"), "💥", (200, 30, 30)),
-    (("breakdown",), "🚗", (200, 90, 30)),
-    (("fault", "signal"), "🚦", (200, 90, 30)),
-    (("incident", "hazard"), "⚠️", (215, 120, 0)),
-    (("road works", "roadworks", "lane closure", "closure", "works", "construction", "detour"), "🚧", (230, 150, 0)),
-    (("weather",), "🌧️", (40, 110, 190)),
-    (("concert", "music"), "🎵", (120, 60, 170)),
-    (("football", "match", "sport", "marathon", "race"), "🏟️", (120, 60, 170)),
-    (("festival", "parade", "special event", "event"), "🎪", (120, 60, 170)),
+    (("crash", "collision", "accident"), ":material/car_crash:", (200, 30, 30)),
+    (("breakdown",), ":material/car_repair:", (200, 90, 30)),
+    (("fault", "signal"), ":material/traffic:", (200, 90, 30)),
+    (("incident", "hazard"), ":material/warning:", (215, 120, 0)),
+    (("road works", "roadworks", "lane closure", "closure", "works", "construction", "detour"),
+     ":material/construction:", (230, 150, 0)),
+    (("weather",), ":material/rainy:", (40, 110, 190)),
+    (("concert", "music"), ":material/music_note:", (120, 60, 170)),
+    (("football", "match", "sport", "marathon", "race"), ":material/stadium:", (120, 60, 170)),
+    (("festival", "parade", "special event", "event"), ":material/festival:", (120, 60, 170)),
 ]
-DEFAULT = ("📍", (90, 90, 90))
+DEFAULT = (":material/location_on:", (90, 90, 90))
 
 
 def icon(kind: object) -> str:
+    """The Markdown icon of an event kind (":material/car_crash:")."""
     return _style(kind)[0]
 
 
 def _style(kind: object) -> tuple[str, tuple[int, int, int]]:
     k = "" if kind is None or (not isinstance(kind, str) and pd.isna(kind)) else str(kind).lower()
-    for words, emoji, rgb in KINDS:
+    for words, name, rgb in KINDS:
         if any(w in k for w in words):
-            return emoji, rgb
+            return name, rgb
     return DEFAULT
 
 
@@ -106,11 +109,11 @@ def map_markers(events: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["lon", "lat", "icon", "tip", "event_id"])
     rows = []
     for r in events.itertuples():
-        emoji, rgb = _style(r.kind)
+        _, rgb = _style(r.kind)
         planned = not bool(unplanned(pd.Series([r.kind]))[0])
         rows.append({"event_id": str(r.event_id), "lon": float(r.lon), "lat": float(r.lat),
                      "icon": {"url": _marker_url(rgb, planned), "width": 32, "height": 32, "anchorY": 16},
-                     "tip": f"{emoji} {r.kind}: {_short(r.text)}\n{r.when}"})
+                     "tip": f"{r.kind}: {_short(r.text)}\n{r.when}"})
     return pd.DataFrame(rows).dropna(subset=["lon", "lat"])
 
 
@@ -123,12 +126,12 @@ def map_paths(events: pd.DataFrame) -> pd.DataFrame:
             continue
         import shapely
 
-        emoji, rgb = _style(r.kind)
+        _, rgb = _style(r.kind)
         for part in shapely.get_parts(shapely.from_wkt(wkt)):
             coords = shapely.get_coordinates(part)
             if len(coords) > 1:
                 out.append({"path": coords.round(6).tolist(), "color": [*rgb, 200],
-                            "tip": f"{emoji} {r.kind}: {_short(r.text)}\n{r.when}"})
+                            "tip": f"{r.kind}: {_short(r.text)}\n{r.when}"})
     return pd.DataFrame(out, columns=["path", "color", "tip"])
 
 
@@ -139,7 +142,7 @@ def _short(text: object, n: int = 140) -> str:
 
 def events_read(model, panel: Panel, detector_ids: list[str], issued_at) -> pd.DataFrame | None:
     """The events `model` read for its forecast of each detector at `issued_at`: detector_id, icon, kind, the
-    phrase as the model read it (`model.text_parts`), when. None when the model reads no text."""
+    event's text, the phrase as the model read it (`model.text_parts`), when. None when the model reads no text."""
     from trafficcore.data.windows import build_samples, context_fields
     from trafficcore.models.base import reads_text
 
@@ -156,7 +159,7 @@ def events_read(model, panel: Panel, detector_ids: list[str], issued_at) -> pd.D
             text = str(e["text"]).strip().rstrip(".")
             phrase = next((p for p in phrases if p.startswith(text)), text)
             start = pd.Timestamp(issued_at) + pd.Timedelta(minutes=int(e["minutes_from_now"]))
-            out.append({"detector_id": d, "icon": icon(e["kind"]), "kind": e["kind"], "read": phrase,
-                        "when": when(start, None, issued_at)})
-    return pd.DataFrame(out, columns=["detector_id", "icon", "kind", "read", "when"])
+            out.append({"detector_id": d, "icon": icon(e["kind"]), "kind": e["kind"], "text": e["text"],
+                        "read": phrase, "when": when(start, None, issued_at)})
+    return pd.DataFrame(out, columns=["detector_id", "icon", "kind", "text", "read", "when"])
 
