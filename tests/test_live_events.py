@@ -246,3 +246,20 @@ def test_the_site_detail_lists_the_events_the_shipped_model_read(city):
     assert set(works["detector_id"]) == {"S25:N", "S25:S"}  # S01 is 3 km away
     assert works["read"].str.contains(r"\(started 4 h ago, ends in 5 days, 0\.\d km away\)").all(), works["read"]
     assert works["icon"].iloc[0] == ":material/construction:" and works["when"].iloc[0] == "started 4 h ago"
+
+
+def test_the_models_fast_context_reads_live_events_as_the_reference_does(city):
+    from trafficcore.models.lm.inputs import FastContext
+
+    for name in ("wzdx_demo.geojson", "open511_demo.json", "cad_demo.csv", "events_demo.csv"):
+        ingest_events(city, "demo", read_event_file(DATA / name, TZ))
+    panel = live_panel(city, "demo")
+    fc = FastContext(panel)
+    rows = [panel.index_of(NOW) - k for k in (0, 1, 4, 12)]
+    hits = 0
+    for d in range(0, len(panel.detectors), 3):
+        for r in rows:
+            want = context_fields(panel, d, r)
+            assert fc.fields(d, r) == want, (panel.detectors["detector_id"].iloc[d], r)
+            hits += bool(want["events"])
+    assert hits > 40  # the probe covers many detectors that read the live events

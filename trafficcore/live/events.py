@@ -274,11 +274,12 @@ def refresh_for_events(store: Store, dataset: str, result: EventIngestResult) ->
 
     if not result.written:
         return None
-    model, _ = live_model(store, dataset)
-    dets = affected_now(live_panel(store, dataset), result.touched, model.spec)
-    if not dets:
-        return None
-    return refresh_forecasts(store, dataset, dets)
+    with store.held():  # a handful of queries and one write: the file stays open between them
+        model, _ = live_model(store, dataset)
+        dets = affected_now(live_panel(store, dataset), result.touched, model.spec)
+        if not dets:
+            return None
+        return refresh_forecasts(store, dataset, dets)
 
 
 # ----------------------------------------------------------------------------------------------- files

@@ -215,6 +215,7 @@ class FastContext:
             self.ev_text = ev["text"].to_numpy()
             self.km = np.full((len(self.det), self.n_events), np.nan)  # detector-event distance, where known
             self.near = self._near(ev)  # (D, E)
+            self.near_idx = [np.flatnonzero(row) for row in self.near]  # per detector, ascending
         w = panel.weather
         self.w_ts = pd.to_datetime(w["ts"]).to_numpy() if not w.empty else np.array([], dtype="datetime64[ns]")
         self.w_rows = [] if w.empty else [
@@ -229,7 +230,7 @@ class FastContext:
                 "detector_description": r.get("description"),
                 "measure": r.get("measure"),
             }
-            for r in (self.det.iloc[i] for i in range(len(self.det)))
+            for r in self.det.to_dict("records")  # plain dicts: a row Series each costs ~0.5 ms per detector
         ]
 
     def _near(self, ev: pd.DataFrame) -> np.ndarray:
@@ -251,9 +252,10 @@ class FastContext:
         if self.n_events:
             t64 = np.datetime64(t.to_datetime64())
             hz = np.datetime64((t + self.horizon + pd.Timedelta(hours=1)).to_datetime64())
-            visible = np.where(self.ev_unplanned, self.ev_start <= t64, self.ev_start <= hz)
-            active = visible & (self.ev_end >= t64 - np.timedelta64(1, "h")) & ~self.ev_holiday
-            for j in np.flatnonzero(active & self.near[int(detector_idx)]):
+            cand = self.near_idx[int(detector_idx)]  # only the events near this detector need the time test
+            visible = np.where(self.ev_unplanned[cand], self.ev_start[cand] <= t64, self.ev_start[cand] <= hz)
+            active = visible & (self.ev_end[cand] >= t64 - np.timedelta64(1, "h")) & ~self.ev_holiday[cand]
+            for j in cand[active]:
                 mins = int((pd.Timestamp(self.ev_start[j]) - t) / pd.Timedelta(minutes=1))
                 events.append({"kind": self.ev_kind[j], "text": self.ev_text[j], "minutes_from_now": mins})
                 if details:
