@@ -130,11 +130,15 @@ def _nearest_sites(det: pd.DataFrame, km: np.ndarray, radius_km: float) -> np.nd
 def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
     """Element-wise equality with nulls equal to nulls (timestamps to the microsecond, as stored)."""
     if pd.api.types.is_datetime64_any_dtype(a) or pd.api.types.is_datetime64_any_dtype(b):
-        a, b = pd.to_datetime(a).dt.floor("us"), pd.to_datetime(b).dt.floor("us")
-    both_null = (a.isna() & b.isna()).to_numpy()
-    with np.errstate(invalid="ignore"):
-        eq = (a.astype(object).to_numpy() == b.astype(object).to_numpy())
-    return both_null | (eq & ~(a.isna() | b.isna()).to_numpy())
+        x = pd.to_datetime(a).to_numpy(dtype="datetime64[us]")
+        y = pd.to_datetime(b).to_numpy(dtype="datetime64[us]")
+        return (x == y) | (np.isnat(x) & np.isnat(y))
+    if pd.api.types.is_float_dtype(a) and pd.api.types.is_float_dtype(b):
+        x, y = a.to_numpy(dtype=float), b.to_numpy(dtype=float)
+        return (x == y) | (np.isnan(x) & np.isnan(y))
+    nulls = (a.isna() | b.isna()).to_numpy()
+    eq = a.astype(object).to_numpy() == b.astype(object).to_numpy()
+    return (a.isna() & b.isna()).to_numpy() | (eq & ~nulls)
 
 
 def _resolve_endings(new: pd.DataFrame, old: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
