@@ -26,8 +26,7 @@ def data_stamp(store: Store, dataset: str) -> str:
                   (SELECT max(ts) FROM observations WHERE dataset = $1) AS last,
                   (SELECT min(ts) FROM observations WHERE dataset = $1) AS first,
                   (SELECT count(*) FROM events WHERE dataset = $1) AS events,
-                  (SELECT coalesce(sum(hash(event_id, start_ts, end_ts, lat, lon, site_id, kind, text, road, status,
-                                            geometry_wkt)), 0) FROM events WHERE dataset = $1) AS events_hash""",
+                  (SELECT coalesce(sum(hash(e)), 0) FROM events e WHERE dataset = $1) AS events_hash""",
         [dataset],
     )
     row = df.iloc[0]
