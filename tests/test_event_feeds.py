@@ -207,3 +207,12 @@ def test_not_json_and_unknown_names_are_refused(tmp_path):
     q.write_text("<events/>")
     with pytest.raises(DataError, match="cannot tell the format"):
         read_event_file(q, TZ)
+
+
+def test_the_benchmarks_feeds_are_valid_in_every_format(town, tmp_path):
+    from trafficcore.live.events_bench import synthetic_events, write_feeds
+
+    ev = synthetic_events(town, "town", 25)
+    for name, path in write_feeds(ev, tmp_path, "UTC").items():
+        rows = read_event_file(path, "UTC")
+        assert len(rows) == 25 and rows.frame["start_ts"].notna().all(), name
