@@ -83,7 +83,11 @@ sh.header("Incident response", ctx, "What an incident will do to its site and it
           "2 hours (forecast with and without it, P10-P90), and how to retime the signals it affects.")
 sh.require_model(ctx)
 panel = ctx.panel
-model = sh.loaded_model(ctx)
+# the sidebar's choice (the serving model by default), waited for: a stand-in answering while it loads reads no text
+choices = sh.get_choices(ctx.db, ctx.dataset, ctx.info, sh.store_version(ctx.db))
+chosen = next((c for c in choices if c.key == sh.kept("model")), ctx.choice)
+model = sh.loaded_model(ctx) if chosen.key == ctx.choice.key else sh.get_model(ctx.db, ctx.dataset, ctx.stamp,
+                                                                                 chosen)[0]
 steps = int(model.spec.history_steps)
 
 source = st.segmented_control("Incident", list(SOURCES), format_func=SOURCES.get, **sh.persistent("inc_source", "list"))
@@ -139,7 +143,7 @@ radius = st.slider("Neighbours within (km)", min_value=0.2, max_value=3.0, step=
                    **sh.persistent("inc_radius", float(model.spec.event_radius_km)))
 plans = _engineer_plans(ctx.dataset)
 try:
-    result = effect(ctx.db, ctx.dataset, ctx.stamp, model, ctx.choice.key, ctx.choice.label,
+    result = effect(ctx.db, ctx.dataset, ctx.stamp, model, chosen.key, chosen.label,
                     json.dumps(incident.to_dict(), sort_keys=True), float(radius), json.dumps(plans, sort_keys=True))
 except DataError as exc:
     st.error(plain_error(exc).replace("In **<incident>**, ", ""), icon=":material/error:")
@@ -155,8 +159,7 @@ st.caption(f"Forecast issued {result.issued_at:%a %d %b %H:%M} ({why}) for the n
 for note in result.notes:
     st.info(md(note), icon=":material/info:")
 if not result.reads_text:
-    readers = [c for c in sh.get_choices(ctx.db, ctx.dataset, ctx.info, sh.store_version(ctx.db))
-               if c.kind == "saved" and c.path and inc.saved_reads_text(c.path)]
+    readers = [c for c in choices if c.kind == "saved" and c.path and inc.saved_reads_text(c.path)]
     for c in readers[:3]:
         st.button(f"Use {c.label}", key=f"inc_use_{c.key}", on_click=_use_model, args=(c.key,),
                   icon=":material/psychology:")
