@@ -31,14 +31,18 @@ def incidents(db: str, dataset: str, stamp: str, history_steps: int) -> pd.DataF
     return inc.incident_list(sh.get_panel(db, dataset, stamp), history_steps)
 
 
-@st.cache_data(show_spinner="Forecasting with and without the incident, then retiming the signals...",
-               max_entries=16)
+@st.cache_data(show_spinner="Forecasting with and without the incident...", max_entries=16)
 def effect(db: str, dataset: str, stamp: str, _model, model_key: str, model_name: str, incident_json: str,
-           radius_km: float, plans_json: str) -> inc.IncidentEffect:
+           radius_km: float) -> inc.IncidentEffect:
     panel = sh.get_panel(db, dataset, stamp)
     incident = inc.Incident.from_dict(json.loads(incident_json))
-    return inc.incident_effect(_model, panel, incident, radius_km=radius_km, plans=json.loads(plans_json),
-                               model_name=model_name)
+    return inc.incident_effect(_model, panel, incident, radius_km=radius_km, max_signals=0, model_name=model_name)
+
+
+@st.cache_data(show_spinner="Retiming the affected signals for the new demand...", max_entries=16)
+def retimed(db: str, dataset: str, stamp: str, _result: inc.IncidentEffect, key: str, plans_json: str
+            ) -> inc.IncidentEffect:
+    return inc.retime(sh.get_panel(db, dataset, stamp), _result, json.loads(plans_json))
 
 
 def _engineer_plans(dataset: str) -> dict:
@@ -141,10 +145,9 @@ radius = st.slider("Neighbours within (km)", min_value=0.2, max_value=3.0, step=
                    help="Sites this close to the incident are shown (and sites adjacent to its site). The model reads "
                         f"an event within {model.spec.event_radius_km:g} km of a detector.",
                    **sh.persistent("inc_radius", float(model.spec.event_radius_km)))
-plans = _engineer_plans(ctx.dataset)
+incident_json = json.dumps(incident.to_dict(), sort_keys=True)
 try:
-    result = effect(ctx.db, ctx.dataset, ctx.stamp, model, chosen.key, chosen.label,
-                    json.dumps(incident.to_dict(), sort_keys=True), float(radius), json.dumps(plans, sort_keys=True))
+    result = effect(ctx.db, ctx.dataset, ctx.stamp, model, chosen.key, chosen.label, incident_json, float(radius))
 except DataError as exc:
     st.error(plain_error(exc).replace("In **<incident>**, ", ""), icon=":material/error:")
     st.stop()
@@ -155,9 +158,10 @@ st.markdown(f"**{md(i.kind.capitalize())}** near **{md(result.sites['name'].iloc
 why = ("when an unplanned incident is first known" if i.unplanned
        else f"{inc.PLANNED_LEAD_MIN} min before a planned event starts")
 st.caption(f"Forecast issued {result.issued_at:%a %d %b %H:%M} ({why}) for the next {result.span_min} min by "
-           f"{md(result.model)}; took {result.seconds.get('total', 0):.1f} s.")
-for note in result.notes:
-    st.info(md(note), icon=":material/info:")
+           f"{md(result.model)}; computed in {result.seconds.get('forecast', 0):.1f} s.")
+notes = [n for n in result.notes if not n.startswith("Synthetic data")]  # the page's banner says it already
+if notes:
+    st.info("\n".join(f"- {md(n)}" for n in notes), icon=":material/info:")
 if not result.reads_text:
     readers = [c for c in choices if c.kind == "saved" and c.path and inc.saved_reads_text(c.path)]
     for c in readers[:3]:
@@ -169,21 +173,20 @@ if not result.reads_text:
 
 sites = result.sites
 own = sites[sites["role"] == "incident site"].iloc[0] if (sites["role"] == "incident site").any() else sites.iloc[0]
-m = st.columns(4)
+m = st.columns(3)
 m[0].metric("Change at the incident site", f"{own['change_pct']:+.1f} %",
             help="P50 over the view, summed over the site's approaches: with the incident against without it")
 m[1].metric("Sites reading it", f"{int(sites['reads_event'].sum())} of {len(sites)}",
             help="Sites with a detector whose context mentions the incident (the model's reading rule)")
 m[2].metric("Largest change nearby", f"{sites['change_pct'].abs().max():.1f} %")
-m[3].metric("Signals retimed", f"{sum(s.recommended != s.current for s in result.signals)} of {len(result.signals)}")
 
 units = "vehicles" if (panel.detectors["measure"].fillna("volume") == "volume").any() else "value"
 c1, c2 = st.columns([3, 2])
 with c1, sh.guarded("incident chart"):
     names = dict(zip(sites["site_id"], sites["name"], strict=True))
-    chosen = st.selectbox("Site on the chart", list(sites["site_id"]), key="inc_chart_site",
-                          format_func=lambda s: f"{names.get(s, s)} · {s}")
-    st.plotly_chart(_chart(result, chosen, units), width="stretch", key="inc_chart")
+    chart_site = st.selectbox("Site on the chart", list(sites["site_id"]), key="inc_chart_site",
+                              format_func=lambda s: f"{names.get(s, s)} · {s}")
+    st.plotly_chart(_chart(result, chart_site, units), width="stretch", key="inc_chart")
 with c2, sh.guarded("incident sites"):
     st.markdown("##### Sites")
     st.dataframe(sites[["name", "role", "km", "with", "without", "change_pct"]].rename(
@@ -194,7 +197,13 @@ with c2, sh.guarded("incident sites"):
         "change %": st.column_config.NumberColumn("change %", format="%+.1f%%")})
 
 st.markdown("##### Signals: the robust plan for the demand with the incident")
+plans = _engineer_plans(ctx.dataset)
+forecast_notes = result.notes
+result = retimed(ctx.db, ctx.dataset, ctx.stamp, result, f"{chosen.key}|{incident_json}|{radius}",
+                 json.dumps(plans, sort_keys=True))
 if result.signals:
+    st.metric("Signals retimed", f"{sum(s.recommended != s.current for s in result.signals)} of "
+              f"{len(result.signals)}", help="Signals whose recommended plan differs from the plan in force")
     frame = rep.signals_frame(result)
     shown = pd.DataFrame({
         "site": frame["name"], "plan in force": frame["greens_before"] + " (" + frame["cycle_before"].map(
@@ -208,11 +217,14 @@ if result.signals:
     st.dataframe(shown, hide_index=True, width="stretch", key="inc_signals")
     for sig in result.signals:
         st.markdown(f"- **{md(sig.name)}**: {md(rep.plan_change_text(sig))}")
-    st.caption("Mean control delay (HCM) at P50 demand over the view. Plan in force: "
+    st.caption(f"Retimed in {result.seconds.get('signals', 0):.1f} s. Mean control delay (HCM) at P50 demand over "
+               "the view. Plan in force: "
                + md("; ".join(sorted({s.plan_source for s in result.signals}))) + ". Recommended: the Signal "
                "what-if's robust optimiser (least expected delay over P10/P50/P90) on the demand with the incident.")
 else:
     st.caption("No signal near the incident can be timed here.")
+for note in result.notes[len(forecast_notes):]:  # what retiming added: signals it could not time
+    st.caption(md(note))
 
 d1, d2, d3, _ = st.columns([1, 1, 1, 2])
 stem = f"incident_{ctx.dataset}_{i.event_id}".replace(" ", "_")

@@ -16,6 +16,7 @@ from trafficcore.data.panel import load_panel
 from trafficcore.data.store import Store
 from trafficcore.live import incident as inc
 from trafficcore.live.serving import load_saved
+from trafficcore.signal.site import build_plan, default_phases, site_approaches
 from trafficcore.ui import clock
 from trafficcore.ui.safe import md
 
@@ -79,6 +80,16 @@ def test_pick_a_planted_incident_and_see_its_effect_and_the_signal_plans(demo_db
     names = [t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
     assert {"P50 with the incident", "P50 without it", "P10-P90 with the incident", "P10-P90 without it",
             "observed"} <= set(names)
+
+    # a plan an engineer made in the Signal what-if for the incident's site is the plan in force there
+    site = want.incident.site_id
+    approaches, _ = site_approaches(panel, site)
+    given = build_plan(approaches, default_phases(approaches), name="engineer's plan")
+    at.session_state[f"whatif_demo_{site}"] = {"plan": given.to_dict()}
+    at.run()
+    signals = next(df.value for df in at.dataframe if "recommended" in df.value.columns)
+    assert signals["plan in force"].iloc[0] == "N-S 41 s; E-W 41 s (90 s)"
+    assert "plan given for this site" in texts(at)
 
 
 def test_type_an_incident_its_words_are_shown_as_text(demo_db, monkeypatch, tmp_path):

@@ -493,7 +493,6 @@ def incident_effect(model, panel: Panel, incident: Incident, issued_at=None, *, 
                         column="site")
     fc_with = rollout(model, p_with, t, dets, span_min)
     fc_without = rollout(model, p_without, t, dets, span_min)
-    t_fc = time.perf_counter()
     keys = ["detector_id", "issued_at", "target_ts", "horizon_min", "lead_min"]
     both = fc_with.merge(fc_without, on=keys, suffixes=("_with", "_without"), validate="one_to_one")
     issue_times = sorted(pd.to_datetime(both["issued_at"]).unique())
@@ -518,13 +517,22 @@ def incident_effect(model, panel: Panel, incident: Incident, issued_at=None, *, 
     name = model_name or model_display_name(model)
     notes += _notes(incident, t, reads, name, readers, forecast, spec, span_min, panel)
     result = IncidentEffect(panel.dataset, incident, t, name, reads, int(span_min), radius, sites, forecast,
-                            notes=notes)
-    result.signals, signal_notes = signal_changes(panel, result, plans or {}, max_signals)
-    result.notes += signal_notes
-    t_end = time.perf_counter()
-    result.seconds = {"forecast": round(t_fc - t_start, 3), "signals": round(t_end - t_fc, 3),
-                      "total": round(t_end - t_start, 3)}
-    return result
+                            notes=notes, seconds={"forecast": round(time.perf_counter() - t_start, 3)})
+    return retime(panel, result, plans, max_signals)
+
+
+def retime(panel: Panel, result: IncidentEffect, plans: dict | None = None, max_signals: int = 4) -> IncidentEffect:
+    """`result` with its affected signals retimed (`trafficcore.live.incident_signals`), as a new object.
+
+    Separate from the forecasts so that a page can draw them first and the signal plans after; meant for a
+    result computed with `max_signals=0` (its signals are replaced).
+    """
+    t0 = time.perf_counter()
+    signals, notes = signal_changes(panel, result, plans or {}, max_signals)
+    seconds = {**result.seconds, "signals": round(time.perf_counter() - t0, 3)}
+    seconds["total"] = round(seconds.get("forecast", 0.0) + seconds["signals"], 3)
+    return dataclasses.replace(result, signals=signals, notes=list(result.notes) + notes,
+                               seconds=seconds)
 
 
 def _site_totals(sites: pd.DataFrame, forecast: pd.DataFrame, readers: set[str], shown: pd.DataFrame) -> pd.DataFrame:

@@ -105,6 +105,8 @@ def signal_changes(panel: Panel, result, plans: dict, max_signals: int = 4) -> t
     from trafficcore.signal.optimise import optimise
     from trafficcore.signal.site import build_plan, default_phases, site_approaches
 
+    if max_signals <= 0:
+        return [], []
     step_min = int(panel.interval / pd.Timedelta(minutes=1))
     names = result.sites.set_index("site_id")["name"]
     changes, notes, skipped = [], [], []
