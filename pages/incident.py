@@ -66,19 +66,19 @@ def _chart(result: inc.IncidentEffect, site_id: str, units: str) -> go.Figure:
     for which, colour, fill, dash in (("without", "#5a6670", "rgba(90,102,112,0.18)", "dash"),
                                       ("with", "#d6452b", "rgba(214,69,43,0.20)", "solid")):
         label = "with the incident" if which == "with" else "without it"
-        fig.add_trace(go.Scatter(x=s["target_ts"], y=s[f"p90_{which}"], line={"width": 0}, showlegend=False,
-                                 hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=s["target_ts"], y=s[f"p10_{which}"], line={"width": 0}, fill="tonexty",
-                                 fillcolor=fill, name=f"P10-P90 {label}", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=s["target_ts"], y=s[f"p90_{which}"], mode="lines", line={"width": 0},
+                                 showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=s["target_ts"], y=s[f"p10_{which}"], mode="lines", line={"width": 0},
+                                 fill="tonexty", fillcolor=fill, name=f"P10-P90 {label}", hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=s["target_ts"], y=s[f"p50_{which}"], mode="lines+markers", name=f"P50 {label}",
                                  line={"color": colour, "dash": dash, "width": 2}))
     if s["observed"].notna().any():
         fig.add_trace(go.Scatter(x=s["target_ts"], y=s["observed"], mode="markers", name="observed",
                                  marker={"color": "#1f2a33", "symbol": "x", "size": 8}))
     name = result.sites.set_index("site_id")["name"].get(site_id, site_id)
-    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 36, "b": 10},
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 36, "b": 10},
                       title=plot_text(f"{name}: all approaches, {units} per interval"),
-                      legend={"orientation": "h", "y": -0.18}, xaxis_title="interval start", yaxis_title=units)
+                      legend={"orientation": "h", "y": -0.15}, yaxis_title=units)
     return fig
 
 
@@ -189,7 +189,7 @@ with c1, sh.guarded("incident chart"):
     st.plotly_chart(_chart(result, chart_site, units), width="stretch", key="inc_chart")
 with c2, sh.guarded("incident sites"):
     st.markdown("##### Sites")
-    st.dataframe(sites[["name", "role", "km", "with", "without", "change_pct"]].rename(
+    st.dataframe(sites[["name", "change_pct", "role", "km", "with", "without"]].rename(
         columns={"change_pct": "change %"}), hide_index=True, width="stretch", key="inc_sites", column_config={
         "km": st.column_config.NumberColumn("km", format="%.2f"),
         "with": st.column_config.NumberColumn("with", format="%.0f", help="P50 summed over the view"),
