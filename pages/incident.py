@@ -60,7 +60,7 @@ def _label(row) -> str:
     return f"{row.start_ts:%a %d %b %H:%M} · {row.kind} · {row.site} — {str(row.text)[:70]}"
 
 
-def _chart(result: inc.IncidentEffect, site_id: str, units: str) -> go.Figure:
+def _chart(result: inc.IncidentEffect, site_id: str, units: str, step: pd.Timedelta) -> go.Figure:
     s = result.site_series(site_id)
     fig = go.Figure()
     for which, colour, fill, dash in (("without", "#5a6670", "rgba(90,102,112,0.18)", "dash"),
@@ -75,6 +75,11 @@ def _chart(result: inc.IncidentEffect, site_id: str, units: str) -> go.Figure:
     if s["observed"].notna().any():
         fig.add_trace(go.Scatter(x=s["target_ts"], y=s["observed"], mode="markers", name="observed",
                                  marker={"color": "#1f2a33", "symbol": "x", "size": 8}))
+    i = result.incident
+    lo, hi = s["target_ts"].min(), s["target_ts"].max() + step
+    if i.start < hi and i.end > lo:  # when the incident is on, within the view
+        fig.add_vrect(x0=max(i.start, lo), x1=min(i.end, hi), fillcolor="#1f2a33", opacity=0.06, line_width=0,
+                      annotation_text=plot_text(i.kind), annotation_position="top left")
     name = result.sites.set_index("site_id")["name"].get(site_id, site_id)
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 36, "b": 10},
                       title=plot_text(f"{name}: all approaches, {units} per interval"),
@@ -186,7 +191,7 @@ with c1, sh.guarded("incident chart"):
     names = dict(zip(sites["site_id"], sites["name"], strict=True))
     chart_site = st.selectbox("Site on the chart", list(sites["site_id"]), key="inc_chart_site",
                               format_func=lambda s: f"{names.get(s, s)} · {s}")
-    st.plotly_chart(_chart(result, chart_site, units), width="stretch", key="inc_chart")
+    st.plotly_chart(_chart(result, chart_site, units, panel.interval), width="stretch", key="inc_chart")
 with c2, sh.guarded("incident sites"):
     st.markdown("##### Sites")
     st.dataframe(sites[["name", "change_pct", "role", "km", "with", "without"]].rename(
