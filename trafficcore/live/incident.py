@@ -60,14 +60,14 @@ TYPED_SOURCE = "operator"
 #: Planned events are analysed from this long before they start (arrivals come before the start time).
 PLANNED_LEAD_MIN = 60
 
-FORECAST_COLUMNS = ["site_id", "detector_id", "approach", "issued_at", "target_ts", "horizon_min", "lead_min",
-                    "p10_with", "p50_with", "p90_with", "p10_without", "p50_without", "p90_without",
+FORECAST_COLUMNS = ["site_id", "detector_id", "approach", "measure", "issued_at", "target_ts", "horizon_min",
+                    "lead_min", "p10_with", "p50_with", "p90_with", "p10_without", "p50_without", "p90_without",
                     "observed", "reads_event"]
 SITE_COLUMNS = ["site_id", "name", "km", "role", "detectors", "reads_event", "with", "without", "change",
                 "change_pct"]
 
 
-TEXT_COLUMNS = ("site_id", "detector_id", "approach", "name", "role")
+TEXT_COLUMNS = ("site_id", "detector_id", "approach", "measure", "name", "role")
 TIME_COLUMNS = ("issued_at", "target_ts")
 
 
@@ -304,11 +304,18 @@ class IncidentEffect:
         return bool(len(f)) and bool((f["p50_with"] - f["p50_without"]).abs().max() > 1e-9)
 
     def site_series(self, site_id: str) -> pd.DataFrame:
-        """One site's forecasts summed over its detectors (volumes) per target interval: what the chart draws."""
-        f = self.forecast[self.forecast["site_id"] == site_id]
+        """One site per target interval, as the chart draws it (`site_rows`: volumes summed, else speeds averaged)."""
+        f, how = site_rows(self.forecast[self.forecast["site_id"] == site_id])
         cols = [c for c in FORECAST_COLUMNS if c.startswith(("p10", "p50", "p90"))] + ["observed"]
-        agg = f.groupby(["target_ts", "lead_min"], as_index=False)[cols].sum(min_count=1)
+        agg = f.groupby(["target_ts", "lead_min"], as_index=False)[cols].agg(how)
         return agg.sort_values("target_ts").reset_index(drop=True)
+
+
+def site_rows(f: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows that stand for a site, and how they add up: its volume detectors summed (vehicles through the
+    junction); a site with speed detectors only, their mean (speeds do not add)."""
+    vol = f[f["measure"].fillna("volume") == "volume"]
+    return (vol, "sum") if len(vol) else (f, "mean")
 
 
 # ---------------------------------------------------------------------------------------------- compute
@@ -501,6 +508,7 @@ def incident_effect(model, panel: Panel, incident: Incident, issued_at=None, *, 
     meta = shown.set_index("detector_id")
     both["site_id"] = both["detector_id"].map(meta["site_id"]).astype(str)
     both["approach"] = both["detector_id"].map(meta["approach"])
+    both["measure"] = both["detector_id"].map(meta["measure"])
     rows = ((both["target_ts"] - panel.times[0]) / panel.interval).astype(int).to_numpy()
     cols = np.array([panel.column(d) for d in both["detector_id"]])
     inside = rows < panel.values.shape[0]
@@ -536,8 +544,9 @@ def retime(panel: Panel, result: IncidentEffect, plans: dict | None = None, max_
 
 
 def _site_totals(sites: pd.DataFrame, forecast: pd.DataFrame, readers: set[str], shown: pd.DataFrame) -> pd.DataFrame:
-    """Per site: detectors, whether any reads the incident, and the view's total P50 with and without it."""
-    tot = forecast.groupby("site_id")[["p50_with", "p50_without"]].sum()
+    """Per site: detectors, whether any reads the incident, and the view's P50 with and without it (`site_rows`)."""
+    tot = pd.DataFrame({site: site_rows(g)[0][["p50_with", "p50_without"]].agg(site_rows(g)[1])
+                        for site, g in forecast.groupby("site_id")}).T
     n = shown.groupby(shown["site_id"].astype(str)).size()
     reading = {str(s) for s, d in zip(shown["site_id"], shown["detector_id"], strict=True) if d in readers}
     out = sites.copy()
