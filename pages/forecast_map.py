@@ -129,6 +129,7 @@ with left, sh.guarded("approach table"):
             "change %": num("change %", format="%+.0f%%", width="small",
                             help="P50 against the typical value (same weekday and time, last 4 weeks)")})
         st.page_link(sh.PAGES["site"], label="Open the site detail", icon=":material/show_chart:")
+        st.page_link(sh.PAGES["incident"], label="Incident response", icon=":material/emergency:")
 with right, sh.guarded("busiest sites"):
     st.subheader("Largest changes" if mode == "change" else "Busiest sites")
     order = "change_pct" if mode == "change" else "forecast"
