@@ -42,6 +42,7 @@ NAV = {
         st.Page(PAGES / "forecast_map.py", title="Forecast map", icon=":material/map:", url_path="map", default=True),
         st.Page(PAGES / "site_detail.py", title="Site detail", icon=":material/show_chart:", url_path="site"),
         st.Page(PAGES / "live.py", title="Live", icon=":material/sensors:", url_path="live"),
+        st.Page(PAGES / "incident.py", title="Incident response", icon=":material/emergency:", url_path="incident"),
     ],
     "Engineer": [
         st.Page(PAGES / "signal_whatif.py", title="Signal what-if", icon=":material/traffic:", url_path="signal"),
@@ -100,7 +101,7 @@ def sidebar() -> sh.Context | None:
     info = sh.get_info(db, dataset, version)
     if info.get("synthetic"):
         st.sidebar.caption(":material/science: synthetic data")
-    stamp = sh.get_stamp(db, dataset)
+    stamp = sh.get_stamp(db, dataset, version)
     panel = sh.get_panel(db, dataset, stamp)
     if len(panel.times) < 20:
         st.sidebar.warning(f"Dataset '{md(dataset)}' has too few readings to forecast from.")

@@ -77,8 +77,9 @@ def _choices(path: str, dataset: str, version: tuple, shipped, _info: dict) -> l
 
 
 @st.cache_data(show_spinner=False, ttl=30)
-def get_stamp(path: str, dataset: str) -> str:
-    """Fingerprint of a dataset (cached briefly: it is a count over the observations)."""
+def get_stamp(path: str, dataset: str, version: tuple | None = None) -> str:
+    """Fingerprint of a dataset (cached briefly: it is a count over the observations; `version`, the store
+    file's, makes a write seen at once, such as an incident ingested while the dashboard is open)."""
     return data_stamp(get_store(path), dataset)
 
 

@@ -11,6 +11,7 @@ import pydeck as pdk
 import streamlit as st
 
 from pages import _shared as sh
+from trafficcore.ui import events as uev
 from trafficcore.ui import forecasts as uif
 from trafficcore.ui import view_state
 from trafficcore.ui.safe import md
@@ -72,8 +73,11 @@ if not roads.empty:
     layers.append(pdk.Layer("LineLayer", roads, id="roads", get_source_position=["src_lon", "src_lat"],
                             get_target_position=["dst_lon", "dst_lat"], get_color=[120, 130, 140, 140],
                             get_width=2, width_units="'pixels'"))
+styled["tip"] = (styled["name"].astype(str) + " (" + styled["site_id"].astype(str) + ")\nForecast: "
+                 + styled["forecast_txt"].astype(str) + "\nTypical: " + styled["typical_txt"].astype(str) + "  change "
+                 + styled["change_txt"].astype(str))
 cols = ["site_id", "name", "lat", "lon", "color", "radius", "line", "line_width", "forecast_txt", "typical_txt",
-        "change_txt", "approaches"]
+        "change_txt", "approaches", "tip"]
 layers.append(pdk.Layer("ScatterplotLayer", styled[cols], id="sites", get_position=["lon", "lat"],
                         get_fill_color="color", get_radius="radius", radius_units="'pixels'", stroked=True,
                         get_line_color="line", get_line_width="line_width", line_width_units="'pixels'",
@@ -84,8 +88,15 @@ if not sel.empty:
                             get_text="name", get_size=13, font_family="'Source Sans Pro, sans-serif'",
                             get_color=[20, 20, 20, 255], get_pixel_offset=[0, -22],
                             background=True, get_background_color=[255, 255, 255, 220]))
-tooltip = {"text": "{name} ({site_id})\nForecast: {forecast_txt}\nTypical: {typical_txt}  change {change_txt}",
-           "style": {"fontSize": "12px"}}
+active = uev.in_effect_at(panel, ctx.issued_at, max(hs))  # the events this forecast reads (incidents, works...)
+if not active.empty:
+    paths = uev.map_paths(active)
+    if not paths.empty:
+        layers.append(pdk.Layer("PathLayer", paths, id="event_lines", get_path="path", get_color="color", get_width=6,
+                                width_units="'pixels'", pickable=True))
+    layers.append(pdk.Layer("IconLayer", uev.map_markers(active), id="events", get_icon="icon",
+                            get_position=["lon", "lat"], get_size=26, size_units="'pixels'", pickable=True))
+tooltip = {"text": "{tip}", "style": {"fontSize": "12px", "whiteSpace": "pre-line"}}
 deck_kwargs = {"map_style": None} if basemap else {"map_provider": None, "map_style": None}
 deck = pdk.Deck(layers=layers, initial_view_state=pdk.ViewState(**view_state(styled)), tooltip=tooltip,
                 **deck_kwargs)
@@ -94,6 +105,13 @@ st.pydeck_chart(deck, on_select=_on_pick, selection_mode="single-object", key=_p
 if basemap:
     st.caption(":material/wifi_off: The street map underneath needs internet (Carto's tiles): offline it stays "
                "blank, and the circles and roads still show.")
+with sh.guarded("events in effect"):
+    if not active.empty:
+        st.markdown(f"**Events in effect** ({len(active)}): what this forecast reads, near the sites they concern")
+        for r in active.head(8).itertuples():
+            st.markdown(f"{r.icon} **{md(r.kind)}**: {md(r.text)} ({md(r.when)})")
+        if len(active) > 8:
+            st.caption(f"and {len(active) - 8} more (the Live page lists them all)")
 title = f"Forecast ({units})" if mode == "volume" else "Forecast against the same weekday and time, last 4 weeks"
 st.html(uif.legend_html(title, legend) + '<div style="font-size:0.8rem;color:#5a6670">Circle size: forecast '
         "value. Click a circle to select its site.</div>")
@@ -111,6 +129,7 @@ with left, sh.guarded("approach table"):
             "change %": num("change %", format="%+.0f%%", width="small",
                             help="P50 against the typical value (same weekday and time, last 4 weeks)")})
         st.page_link(sh.PAGES["site"], label="Open the site detail", icon=":material/show_chart:")
+        st.page_link(sh.PAGES["incident"], label="Incident response", icon=":material/emergency:")
 with right, sh.guarded("busiest sites"):
     st.subheader("Largest changes" if mode == "change" else "Busiest sites")
     order = "change_pct" if mode == "change" else "forecast"

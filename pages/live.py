@@ -13,6 +13,7 @@ import streamlit as st
 
 from pages import _shared as sh
 from trafficcore.live import alerts as la
+from trafficcore.live import events as lev
 from trafficcore.live import ingest as li
 from trafficcore.ui.safe import md, plot_text
 
@@ -55,6 +56,27 @@ def _site_chart(store, dataset: str, site: str, fc: pd.DataFrame, newest) -> go.
     return fig
 
 
+def _events_section(store, dataset: str) -> None:
+    """Incidents, work zones and events in effect now (`trafficcore events ingest`, POST /events): what the
+    live forecasts read, with the sites whose detectors they concern. Cells of st.dataframe are plain text."""
+    ev = lev.active_events(store, dataset)
+    st.subheader("Events in effect")
+    if ev.empty:
+        st.caption("No incident, work zone or event in effect. Feed them with `trafficcore events ingest` "
+                   "(WZDx, Open511, CAD logs, CSV) or POST /events.")
+        return
+    view = pd.DataFrame({
+        "kind": ev["kind"], "what": ev["text"],
+        "from": pd.to_datetime(ev["start_ts"]), "until": pd.to_datetime(ev["end_ts"]),
+        "sites": [", ".join(x) for x in ev["sites"]], "source": ev["source"],
+    })
+    st.dataframe(view, hide_index=True, width="stretch", key="live_events", column_config={
+        "from": st.column_config.DatetimeColumn("from", format="YYYY-MM-DD HH:mm"),
+        "until": st.column_config.DatetimeColumn("until", format="YYYY-MM-DD HH:mm",
+                                                 help="blank: not known yet (an incident until it is cleared)"),
+        "what": st.column_config.TextColumn("what", width="large")})
+
+
 @st.fragment(run_every=every if auto else None)
 def live_view() -> None:
     with sh.guarded("live view"):
@@ -84,6 +106,8 @@ def live_view() -> None:
             st.dataframe(view, hide_index=True, width="stretch", key="live_alerts",
                          column_config={"start_ts": st.column_config.DatetimeColumn("from", format="YYYY-MM-DD HH:mm"),
                                         "end_ts": st.column_config.DatetimeColumn("to", format="YYYY-MM-DD HH:mm")})
+
+        _events_section(store, dataset)
 
         st.subheader("Latest forecasts")
         if fc.empty:

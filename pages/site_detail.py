@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _shared as sh
+from trafficcore.ui import events as uev
 from trafficcore.ui import forecasts as uif
 from trafficcore.ui import series
 from trafficcore.ui.safe import md, plot_text
@@ -122,6 +123,22 @@ with right, sh.guarded("forecast table"):
         "error": num("error", format="%+.1f", width="small", help="forecast P50 - observed"),
         "in band": st.column_config.TextColumn("in band", width="small",
                                                help="Observed value inside the P10-P90 band")})
+
+with sh.guarded("events read"):  # incidents, work zones and events this forecast took into account
+    st.markdown("**Events the model read for this forecast**")
+    read = uev.events_read(ctx.model, panel, list(dets["detector_id"]), ctx.issued_at) if ctx.model else None
+    if ctx.model is None:
+        st.caption("The model is still loading: the events it reads show once it is ready.")
+    elif read is None:
+        st.caption("The model in use does not read events: it forecasts from the readings alone.")
+    elif read.empty:
+        st.caption("No incident, work zone or event near this site is in effect at this time.")
+    else:
+        label = dict(zip(dets["detector_id"], dets["label"], strict=True))
+        for (ico, kind, text), g in read.groupby(["icon", "kind", "text"], sort=False):
+            by = ", ".join(md(label.get(d, d)) for d in g["detector_id"])
+            st.markdown(f"{ico} **{md(kind)}**: {md(text)} ({md(g['when'].iloc[0])}; read by {by})",
+                        help="As the model read it: " + md(g["read"].iloc[0]))
 
 with st.expander("What the model reads about this approach"), sh.guarded("context text"):
     from trafficcore.data.windows import context_fields

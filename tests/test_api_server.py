@@ -130,7 +130,7 @@ def test_no_server_errors_on_generated_requests(tmp_path):
         app.state.cache.close()
     assert not failures, "\n".join(failures[:10])
     assert set(calls) == {"GET /health", "GET /forecast", "GET /explain", "POST /signal/analyse",
-                          "POST /observations", "GET /alerts"}
+                          "POST /observations", "GET /alerts", "POST /events"}
     assert all(n >= 30 for label, n in calls.items() if label != "GET /health"), calls
 
 

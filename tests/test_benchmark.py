@@ -48,6 +48,16 @@ def test_standard_report_shape(city):
     assert "| persistence | 15 |" in table and "gbt / no_neighbours" in table
 
 
+def test_ablation_variants_can_be_chosen_by_name(city):
+    """Each variant is a whole fit, so a run can ask for some; a name no model offers is refused with the list."""
+    _, store = city
+    report = run_benchmark(store, "tiny", "standard", ["gbt"], model_kwargs={"gbt": FAST_GBT},
+                           variants=["no_neighbours"])
+    assert {(r["model"], r["variant"]) for r in report["ablations"]} == {("gbt", "no_neighbours")}
+    with pytest.raises(BenchmarkError, match=r"no_fgm.*available: \['no_neighbours', 'no_profile_no_last_week'\]"):
+        run_benchmark(store, "tiny", "standard", ["gbt"], model_kwargs={"gbt": FAST_GBT}, variants=["no_fgm"])
+
+
 def test_a_stack_blends_the_members_the_run_fitted(city, monkeypatch):
     """Listed before its members, the stack is still scored after them and reuses their fits (gbt fitted once),
     and on test its MAE is never worse than its worse member's."""

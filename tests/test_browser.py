@@ -406,3 +406,70 @@ def test_upload_a_bad_file_and_see_the_error(server, page):
     assert "observations.csv" in text and "column 'value'" in text and "lots" in text
     assert "Traceback" not in page.content()
     page.screenshot(path=str(ARTIFACTS / "06_bad_upload.png"), full_page=True)
+
+
+def _p50_trace(page) -> list[float]:
+    """The y values of the Site detail history chart's "forecast P50" trace (unrounded, from plotly's own data)."""
+    return page.evaluate(
+        "() => { for (const el of document.querySelectorAll('.js-plotly-plot')) {"
+        " const t = (el._fullData || []).find(d => d.name === 'forecast P50');"
+        " if (t) return Array.from(t.y, Number); } return []; }")
+
+
+def test_ingest_an_incident_and_see_it_on_the_map_and_in_the_forecast(server, page, tmp_path):
+    """An incident arrives through `trafficcore events ingest` while the dashboard is open: after the next run the
+    map shows it (marker, tooltip, list) and the site's forecast is re-made with it in the model's reading."""
+    from trafficcore.data.store import Store
+    from trafficcore.ui import view_state
+
+    page.goto(server["url"] + "/site?dataset=demo&site=S30")
+    page.wait_for_function(  # the shipped model itself answers (not the forecasts it issued ahead of time)
+        "() => { const s = document.querySelector('[data-testid=\"stSidebar\"]'); const t = s ? s.innerText : '';"
+        " return t.includes('Shipped demo model') && !t.includes('ahead of time') && !t.includes('being prepared'); }",
+        timeout=240_000)
+    page.get_by_text("Events the model read for this forecast").first.wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for()
+    _idle(page)
+    before, _ = _wait_for(page, lambda: _p50_trace(page), lambda y: len(y) > 0)
+    assert before, "no forecast trace on the site detail"
+    at = re.search(r"[?&]at=([^&]+)", page.url).group(1).replace("%3A", ":")
+    issued = time.strptime(at, "%Y-%m-%dT%H:%M")
+    start = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.mktime(issued) - 600))  # 10 min before "as of"
+    text = "Crash on Station Rd at Station Rd / 2nd Ave: road closed, all lanes blocked <b>now</b>"
+    feed = tmp_path / "incident.csv"
+    feed.write_text("id,start,lat,lon,road,kind,text\n"
+                    f'browser-crash,{start},52.0377,5.1079,Station Rd,crash,"{text}"\n')
+    code = "import sys; from trafficcore.cli import main; sys.argv[0] = 'trafficcore'; main()"
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code, "events", "ingest", str(feed), "--dataset", "demo",
+                          "--db", server["db"], "--no-forecasts"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "1 new" in out.stdout, out.stdout + out.stderr
+
+    mark = _mark(server)
+    page.reload()  # the user's next interaction: any rerun sees the store changed
+    page.get_by_text("road closed, all lanes blocked <b>now</b>", exact=False).first.wait_for(timeout=120_000)
+    _idle(page)
+    after, _ = _wait_for(page, lambda: _p50_trace(page), lambda y: len(y) > 0 and y != before, timeout_s=120)
+    TIMINGS["browser_s"]["incident_ingested_to_new_forecast"] = round(time.perf_counter() - t0, 2)
+    _record_runs(server, mark, "incident ingested, site detail re-run")
+    assert after != before, "the forecast did not change with the incident"
+    assert "Traceback" not in page.content()
+    page.screenshot(path=str(ARTIFACTS / "07_incident_site_detail.png"), full_page=True)
+
+    page.get_by_role("link", name="Forecast map").click()
+    page.get_by_text("Events in effect", exact=False).first.wait_for(timeout=60_000)
+    page.get_by_text("road closed, all lanes blocked <b>now</b>", exact=False).first.wait_for()  # shown as text
+    _idle(page)
+    store = Store(server["db"], read_only=True)
+    sites = store.sites("demo")
+    sites = sites[sites["site_id"].isin(set(store.detectors("demo")["site_id"]))]
+    canvas = page.locator('[data-testid="stDeckGlJsonChart"] canvas').first
+    x, y = _pixel_of(52.0377, 5.1079, view_state(sites), canvas.bounding_box())
+    tip = page.locator(".deck-tooltip")
+    for dx, dy in ((0, 0), (0, -4), (3, 0), (-3, 0), (0, 4)):  # the marker is 26 px wide: hover its middle
+        page.mouse.move(x + dx, y + dy)
+        page.wait_for_timeout(400)
+        if tip.count() and "Crash on Station Rd" in tip.first.inner_text():
+            break
+    assert "Crash on Station Rd" in tip.first.inner_text(), "no tooltip of the incident over its marker"
+    page.screenshot(path=str(ARTIFACTS / "08_incident_on_the_map.png"))

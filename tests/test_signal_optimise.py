@@ -166,3 +166,36 @@ def test_time_of_day_recovers_planted_two_level_profile():
     assert tod.delay_veh_h < tod.current_delay_veh_h
     with pytest.raises(DataError, match="cannot split"):
         time_of_day(plan, d, k=9, min_intervals=4)
+
+
+def test_equal_saturation_without_an_lp_solver_matches_the_linear_programme():
+    """The bisection used when each lane group has one phase gives the LP's greens (random instances)."""
+    from scipy.optimize import linprog
+
+    from trafficcore.signal.optimise import _max_min_margin_single
+
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(200):
+        n_p, n_g = int(rng.integers(2, 6)), int(rng.integers(2, 9))
+        phase = np.concatenate([np.arange(n_p), rng.integers(0, n_p, n_g - n_p)]) if n_g >= n_p else \
+            rng.integers(0, n_p, n_g)
+        min_green = rng.uniform(4, 15, n_p)
+        yc = rng.uniform(1, 40, n_g)
+        const = rng.uniform(-3, 3, n_g)
+        budget = float(rng.uniform(20, 150))
+        ours = _max_min_margin_single(min_green, phase, yc, const, budget)
+        served = np.zeros((n_g, n_p))
+        served[np.arange(n_g), phase] = 1.0
+        res = linprog(np.r_[np.zeros(n_p), -1.0], A_ub=np.hstack([-served, yc[:, None]]), b_ub=const,
+                      A_eq=np.r_[np.ones(n_p), 0.0][None, :], b_eq=[budget],
+                      bounds=[(float(m), None) for m in min_green] + [(0.0, 1e6)], method="highs")
+        if res.status != 0:
+            assert ours is None
+            continue
+        checked += 1
+        assert ours is not None and ours.sum() == pytest.approx(budget, abs=1e-6)
+        assert np.min((served @ ours + const) / yc) == pytest.approx(-res.fun, abs=1e-6)
+        assert np.all(ours >= min_green - 1e-9)
+        assert ours == pytest.approx(res.x[:n_p], abs=1e-5)  # the optimum is unique here
+    assert checked > 100

@@ -236,10 +236,11 @@ def explain(
 
 
 def _register_subcommands() -> None:
-    """Commands whose code lives with its layer (training, evaluation, signal)."""
+    """Commands whose code lives with its layer (training, evaluation, signal, live)."""
     from trafficcore.api.serve import serve
     from trafficcore.evaluation.cli import benchmark
-    from trafficcore.live.cli import ingest_cmd, replay_cmd
+    from trafficcore.live.cli import incident_cmd, ingest_cmd, replay_cmd
+    from trafficcore.live.events_cli import app as events_app
     from trafficcore.live.models_cli import models_app, update
     from trafficcore.signal.cli import app as signal_app
     from trafficcore.training.cli import forecast, train
@@ -253,6 +254,8 @@ def _register_subcommands() -> None:
     app.add_typer(models_app, name="models")
     app.command("ingest")(ingest_cmd)
     app.command("replay")(replay_cmd)
+    app.command("incident")(incident_cmd)
+    app.add_typer(events_app, name="events")
 
 
 _register_subcommands()

@@ -270,6 +270,49 @@ def observations(
     return s.IngestResponse(**_jsonable(result.to_dict()))
 
 
+@router.post("/events", response_model=s.EventsIngestResponse, dependencies=AUTH, responses=ERRORS, tags=["live"])
+def events(
+    request: Request,
+    dataset: str = Dataset,
+    body: list[dict[str, Any]] | dict[str, Any] = Body(
+        ..., description="a list of events [{id, start, end, lat, lon, road, kind, text, status, updated}, ...] "
+                         "(or {\"events\": [...]}), a WZDx v4.x FeatureCollection, or an Open511 events document "
+                         "(docs/FORMATS.md, \"Event feeds\")"),
+    fmt: str = Query("auto", alias="format", pattern="^(auto|own|wzdx|open511)$",
+                     description="the body's format (default: told from its shape)"),
+    source: str = Query("api", min_length=1, max_length=s.MAX_ID, description="recorded in the ingest log"),
+    refresh: bool = Query(True, description="re-issue and store the forecasts of the detectors the events change "
+                                            "now, right after answering"),
+) -> s.EventsIngestResponse:
+    """Take in incidents, work zones and events (idempotent; updates and cancellations by id). Answers only
+    after the transaction committed.
+
+    A bad value refuses the whole document (422 naming `row`, the 1-based position in a list of events, and
+    `column`, the field; or, in a WZDx or Open511 document, `column` = its JSON path such as
+    `features[3].properties.start_date`); nothing is written. A document sent again is recognised
+    (`duplicate_batch`) and writes nothing.
+    """
+    from trafficcore.live.events import affected_now, ingest_event_records
+
+    cache = _cache(request)
+    cache.touch()
+    cache.require_dataset(dataset)
+    result = ingest_event_records(cache.store, dataset, body, source=source, fmt=fmt)
+    if result.written:
+        ready = cache.ready(dataset)
+        cache.invalidate(dataset)
+        if refresh:  # the detectors whose context changes now when the model is in memory, else all those near
+            dets = result.detectors
+            if ready is not None:
+                try:
+                    dets = affected_now(cache.panel(dataset).panel, result.touched, ready[1].model.spec)
+                except Exception:  # noqa: BLE001 - the events are stored; a failed look-up must not fail the request
+                    log.warning("finding the detectors events changed on %s failed", dataset, exc_info=True)
+            if dets:
+                cache.schedule_refresh(dataset, dets)
+    return s.EventsIngestResponse(**_jsonable(result.to_dict()))
+
+
 def _naive(x) -> pd.Timestamp:
     try:
         t = pd.Timestamp(x)

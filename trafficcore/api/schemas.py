@@ -180,3 +180,25 @@ class AlertsResponse(BaseModel):
     dataset: str
     at: str | None = Field(description="the time the alerts were evaluated at (default: newest data)")
     alerts: list[Alert]
+
+
+class EventsIngestResponse(BaseModel):
+    """`trafficcore.live.events.EventIngestResult.to_dict()`: sent only after the transaction committed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch_id: str = Field(description="sha256 of the events' content (empty for a document without events)")
+    dataset: str
+    source: str
+    format: str = Field(description="own, wzdx or open511")
+    received: int = Field(description="events in the document (an Open511 event: one per scheduled interval)")
+    written: int
+    new: int
+    updated: int
+    ended: int
+    cancelled: int
+    removed: int = Field(description="intervals an Open511 event no longer has")
+    unchanged: int
+    duplicate_batch: bool
+    events: list[str] = Field(description="ids of the events written")
+    detectors: list[str] = Field(description="detectors near the events written (old and new positions)")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from trafficcore import config
+from trafficcore.data.event_match import readable
 from trafficcore.data.store import Store
 from trafficcore.data.validate import MAX_IMPORT_GAP
 
@@ -172,7 +173,7 @@ def load_panel(store: Store, dataset: str, measure: str | None = None) -> Panel:
         detectors=det,
         values=values,
         sites=store.sites(dataset),
-        events=store.events(dataset),
+        events=readable(store.events(dataset)),
         weather=store.weather(dataset),
         adjacency=store.adjacency(dataset),
         note=note,

@@ -62,6 +62,12 @@ COLUMNS: dict[str, dict[str, str]] = {
         "kind": "VARCHAR",
         "text": "VARCHAR",
         "source": "VARCHAR",
+        # Added for live event feeds (trafficcore.live.events); null in imported datasets, which is read as
+        # "active", "no road named", "a point event" and "never updated".
+        "road": "VARCHAR",  # road name(s) the event is on, "; "-separated: detectors on them match further along
+        "status": "VARCHAR",  # active | ended | cancelled (a cancelled event never happened: no model reads it)
+        "updated_ts": "TIMESTAMP",  # when the feed last changed the event (local time)
+        "geometry_wkt": "VARCHAR",  # WKT (lon lat) of a line or points where the feed gives one; matched by distance
     },
     "weather": {
         "dataset": "VARCHAR",
@@ -117,6 +123,9 @@ COLUMNS: dict[str, dict[str, str]] = {
         # sha256 of the file's bytes, for batches `trafficcore ingest` took from a file: the watcher's
         # "seen this file" key, in a column of its own so no client-given `source` text can forge it
         "file_sha256": "VARCHAR",
+        # what the batch held: NULL for readings (every batch before events were fed live), "events" for a batch
+        # of incidents, work zones and events (trafficcore.live.events)
+        "kind": "VARCHAR",
     },
 }
 

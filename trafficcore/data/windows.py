@@ -17,10 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from trafficcore.data.panel import Panel, haversine_km
+from trafficcore.data.event_match import (
+    UNPLANNED_WORDS,  # noqa: F401 - re-exported: models import it from here
+    in_effect,
+    near_matrix,
+)
+from trafficcore.data.panel import Panel
 
 WEEK = pd.Timedelta(days=7)
-UNPLANNED_WORDS = ("crash", "incident", "collision", "accident", "breakdown", "fault", "closure-unplanned")
 
 
 @dataclass(frozen=True)
@@ -182,19 +186,11 @@ def context_fields(panel: Panel, detector_idx: int, issue_row: int, spec: Window
     """
     det = panel.detectors.iloc[int(detector_idx)]
     t = panel.time_at([int(issue_row)])[0]
-    horizon_end = t + pd.Timedelta(minutes=max(spec.horizons_min))
     events = []
     ev = panel.events
-    if not ev.empty:
-        start = pd.to_datetime(ev["start_ts"])
-        end = pd.to_datetime(ev["end_ts"]).fillna(start + pd.Timedelta(hours=2))
-        unplanned = ev["kind"].fillna("").str.lower().str.contains("|".join(UNPLANNED_WORDS))
-        visible = np.where(unplanned, start <= t, start <= horizon_end + pd.Timedelta(hours=1))
-        active = visible & (end >= t - pd.Timedelta(hours=1)) & ~ev["kind"].fillna("").str.contains("holiday")
-        near = ev["site_id"].astype(object) == det["site_id"]
-        if ev["lat"].notna().any() and pd.notna(det["lat"]):
-            dist = haversine_km(det["lat"], det["lon"], ev["lat"].astype(float), ev["lon"].astype(float))
-            near = near | (np.nan_to_num(dist, nan=1e9) <= spec.event_radius_km)
+    if not ev.empty:  # which events, and when: trafficcore.data.event_match (the rule live ingest matches by)
+        active = in_effect(ev, t, max(spec.horizons_min))
+        near = near_matrix(panel.detectors.iloc[[int(detector_idx)]], ev, spec.event_radius_km)[0][0]
         for _, e in ev[active & near].iterrows():
             s = pd.Timestamp(e["start_ts"])
             mins = int((s - t) / pd.Timedelta(minutes=1))

@@ -244,6 +244,7 @@ def run_benchmark(
     *,
     seed: int = 0,
     ablations: bool = False,
+    variants: list[str] | None = None,
     measure: str | None = None,
     model_kwargs: dict[str, dict] | None = None,
     cold_start_fraction: float = 0.2,
@@ -327,8 +328,16 @@ def run_benchmark(
 
     results, ablation_rows, timing = [], [], {}
     fitted: dict[str, object] = {}
+    offered = {n: m.ablation_variants() if (ablations or variants) and isinstance(m, HasAblations) else {}
+               for n, m in built.items()}
+    if variants:  # each variant is a whole fit: a run may ask for some of them only
+        known = sorted({v for vs in offered.values() for v in vs})
+        unknown = sorted(set(variants) - set(known))
+        if unknown:
+            raise BenchmarkError(f"no model here has the ablation variant(s) {unknown}; available: {known}")
+        offered = {n: {v: m for v, m in vs.items() if v in variants} for n, vs in offered.items()}
     for name, model in sorted(built.items(), key=lambda kv: isinstance(kv[1], StackForecaster)):  # stacks last
-        variants = model.ablation_variants() if ablations and isinstance(model, HasAblations) else {}
+        model_variants = offered[name]
         saved = None if load_dir is None else Path(load_dir) / name
         if saved is not None and (saved / "config.json").exists():
             model = registry.load_model(saved)
@@ -342,7 +351,7 @@ def run_benchmark(
         results += rows
         if save_dir is not None:
             model.save(Path(save_dir) / name)
-        for vname, variant in variants.items():
+        for vname, variant in model_variants.items():
             vrows, timing[f"{name}/{vname}"] = evaluate(f"{name}/{vname}", variant)
             ablation_rows += [{**r, "model": name, "variant": vname} for r in vrows]
 

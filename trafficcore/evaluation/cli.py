@@ -35,6 +35,8 @@ def benchmark(
     block_hours: float = typer.Option(4.0, "--block-hours", help="--seeds: bootstrap block length in hours"),
     replicates: int = typer.Option(2000, "--replicates", help="--seeds: bootstrap replicates"),
     ablations: bool = typer.Option(False, "--ablations/--no-ablations", help="also score models' ablation variants"),
+    variants: str | None = typer.Option(None, "--variants", help="only these ablation variants (comma-separated, "
+                                        "e.g. numeric_only,fgm,full); implies --ablations"),
     save_models: Path | None = typer.Option(None, "--save-models", help="save each fitted model under this folder "
                                             "(--seeds: under FOLDER/seed<k>/)"),
     load_models: Path | None = typer.Option(None, "--load-models", help="score models saved by --save-models "
@@ -87,6 +89,7 @@ def benchmark(
         return
     try:
         report = run_benchmark(Store(path, read_only=True), dataset, protocol, names, seed=seed, ablations=ablations,
+                               variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
                                save_dir=save_models, load_dir=load_models, on_step=on_step,
                                model_kwargs=model_kwargs)
     except TrafficCoreError as e:

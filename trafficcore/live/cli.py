@@ -115,3 +115,81 @@ def ingest_cmd(
             rest = len(ordered) - ordered.index(p) - 1
             fail(out.message + (f" ({rest} later file(s) not read)" if rest else ""))
         typer.echo(f"{out.status}: {out.message}")
+
+
+def incident_cmd(
+    dataset: str = typer.Option(..., "--dataset", help="dataset the incident happens in"),
+    event: str | None = typer.Option(None, "--event", help="an event of the dataset by id (see --list)"),
+    site: str | None = typer.Option(None, "--site", help="typed incident: the site it happens at"),
+    kind: str | None = typer.Option(None, "--kind", help="typed incident: crash, lane closure, concert, ..."),
+    text: str | None = typer.Option(None, "--text", help="typed incident: one sentence, as a report would say it"),
+    start: str | None = typer.Option(None, "--start", help="typed incident: when it starts (local time)"),
+    duration: float = typer.Option(60.0, "--duration", help="typed incident: expected duration in minutes"),
+    at: str | None = typer.Option(None, "--at", help="issue time (default: the incident's start; planned events "
+                                                     "an hour before; a typed one: its start)"),
+    radius: float | None = typer.Option(None, "--radius", help="neighbour radius in km (default: the model's "
+                                                                "event radius)"),
+    max_signals: int = typer.Option(4, "--max-signals", help="signals to retime at most"),
+    model: Path | None = typer.Option(None, "--model", help="saved model folder (default: the one serving the "
+                                                            "dataset)"),
+    list_: bool = typer.Option(False, "--list", help="list the dataset's events that can be analysed, and exit"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the whole report as JSON here"),
+    csv_out: Path | None = typer.Option(None, "--csv", help="write the forecasts with and without as CSV here"),
+    signals_out: Path | None = typer.Option(None, "--signals-csv", help="write the signal changes as CSV here"),
+    db: Path | None = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/...)"),
+) -> None:
+    """An incident's expected effect on its site and neighbours over the next 2 hours (forecast with and without
+    it, P10-P90), and the signal timing the robust optimiser recommends against the new demand."""
+    from trafficcore import config
+    from trafficcore.data.panel import load_panel
+    from trafficcore.data.store import Store
+    from trafficcore.live import incident as inc
+    from trafficcore.live import incident_report as rep
+    from trafficcore.live.serving import load_saved, serving_model
+
+    def fail(message: str) -> None:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code=2)
+
+    typed = [site, kind, text, start]
+    if not list_ and (event is None) == (not any(v is not None for v in typed)):
+        fail("give either --event ID or a typed incident (--site, --kind, --text, --start)")
+    path = config.db_path(db)
+    if not path.exists():
+        fail(f"no store at {path} (run `trafficcore demo` or import data first)")
+    try:
+        store = Store(path, read_only=True)
+        panel = load_panel(store, dataset)
+        if model is not None:
+            m, name = load_saved(model), None
+        else:
+            serving = serving_model(store, dataset)
+            m, name = serving.model, serving.display_name
+        if list_:
+            table = inc.incident_list(panel, m.spec.history_steps)
+            for r in table.itertuples(index=False):
+                typer.echo(f"{r.event_id}  {r.start_ts:%a %d %b %H:%M}  {r.kind:<15} {r.site_id or '-':<6} "
+                           f"{str(r.text)[:70]}")
+            typer.echo(f"{len(table)} events")
+            return
+        if event is not None:
+            incident = inc.from_event(panel, event)
+        else:
+            missing = [f"--{n}" for n, v in zip(("site", "kind", "text", "start"), typed, strict=True) if v is None]
+            if missing:
+                fail("a typed incident needs " + ", ".join(missing))
+            incident = inc.typed_incident(panel, site, kind, text, start, duration)
+        when = inc.on_grid(panel, at, "--at") if at is not None else None
+        result = inc.incident_effect(m, panel, incident, when, radius_km=radius, max_signals=max_signals,
+                                     model_name=name)
+    except KeyError as e:
+        fail(str(e.args[0]) if e.args else str(e))
+    except (TrafficCoreError, ValueError) as e:
+        fail(str(e))
+    for line in rep.summary_lines(result):
+        typer.echo(line)
+    for out, write in ((json_out, rep.to_json), (csv_out, rep.forecast_csv), (signals_out, rep.signals_csv)):
+        if out is not None:
+            out.write_text(write(result))
+            typer.echo(f"wrote {out}")
+

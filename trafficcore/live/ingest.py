@@ -294,6 +294,26 @@ class LiveCache:
             else:
                 e.panel, e.stamp = patched, self._stamp(store, dataset, con)
 
+    def replace_events(self, store: Store, dataset: str, con=None) -> None:
+        """Put the dataset's current events into the cached panel (after a batch of events,
+        `trafficcore.live.events`): a new Panel object, so models that cache per panel read them."""
+        from trafficcore.data.event_match import readable
+
+        with self._lock:
+            e = self._entries.get((str(store.path.resolve()), dataset))
+            if e is None or e.panel is None:
+                return
+            p = e.panel
+            if con is None:
+                events = store.events(dataset)
+            else:
+                events = con.execute("SELECT * EXCLUDE (dataset) FROM events WHERE dataset = ? ORDER BY start_ts",
+                                     [dataset]).df()
+            out = Panel(dataset=p.dataset, info=p.info, times=p.times, detectors=p.detectors, values=p.values,
+                        sites=p.sites, events=readable(events), weather=p.weather, adjacency=p.adjacency, note=p.note)
+            out._neighbours = p._neighbours  # depends on detectors only
+            e.panel, e.stamp = out, self._stamp(store, dataset, con)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -452,13 +472,16 @@ def latest_forecasts(store: Store, dataset: str) -> pd.DataFrame:
 
 
 def live_status(store: Store, dataset: str) -> dict:
-    """What the live side knows: newest reading, batches taken in, the last one, newest live forecast."""
+    """What the live side knows: newest reading, batches of readings taken in (event batches are counted
+    apart, `trafficcore.live.events`), the last one, newest live forecast."""
     row = store.query(
         """SELECT (SELECT max(ts) FROM observations WHERE dataset = $1) AS newest_reading,
-                  (SELECT count(*) FROM ingest_log WHERE dataset = $1) AS batches,
-                  (SELECT max(received_at) FROM ingest_log WHERE dataset = $1) AS last_batch_at,
-                  (SELECT arg_max(source, received_at) FROM ingest_log WHERE dataset = $1) AS last_batch_source,
-                  (SELECT arg_max(rows, received_at) FROM ingest_log WHERE dataset = $1) AS last_batch_rows,
+                  (SELECT count(*) FROM ingest_log WHERE dataset = $1 AND kind IS NULL) AS batches,
+                  (SELECT max(received_at) FROM ingest_log WHERE dataset = $1 AND kind IS NULL) AS last_batch_at,
+                  (SELECT arg_max(source, received_at) FROM ingest_log WHERE dataset = $1 AND kind IS NULL)
+                      AS last_batch_source,
+                  (SELECT arg_max(rows, received_at) FROM ingest_log WHERE dataset = $1 AND kind IS NULL)
+                      AS last_batch_rows,
                   (SELECT max(issued_at) FROM forecasts WHERE dataset = $1 AND run_id LIKE 'live:%') AS last_issue,
                   (SELECT arg_max(run_id, issued_at) FROM forecasts WHERE dataset = $1 AND run_id LIKE 'live:%')
                       AS live_run""",

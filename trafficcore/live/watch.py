@@ -157,14 +157,14 @@ def settle_and_file(outcome: FileOutcome, folder: Path) -> FileOutcome:
     return outcome
 
 
-def candidates(folder: Path) -> list[Path]:
-    """Observation files waiting in `folder` (not its subfolders), in processing order: name, then mtime."""
+def candidates(folder: Path, suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
+    """Files waiting in `folder` (not its subfolders), in processing order: name, then mtime."""
     out = []
     for p in folder.iterdir():
         name = p.name.lower()
         if not p.is_file() or name.startswith(".") or name.endswith(IGNORED_SUFFIXES):
             continue
-        if name.endswith(SUFFIXES):
+        if name.endswith(suffixes):
             out.append(p)
     return sorted(out, key=lambda p: (p.name, p.stat().st_mtime_ns))
 
@@ -187,12 +187,17 @@ def watch(
     refresh: bool = True,
     echo: Callable[[str], None] = print,
     should_stop: Callable[[], bool] = lambda: False,
+    take: Callable[[Store, str, Path, bool], FileOutcome] | None = None,
+    suffixes: tuple[str, ...] = SUFFIXES,
 ) -> list[FileOutcome]:
     """Process files arriving in `folder` until stopped (or, with `once`, those there now); returns outcomes.
 
     A file counts as complete when its size and mtime did not change over `settle` seconds (default:
     `poll`, at most 1 s). With `once`, files still being written after that wait are left for next time.
+    `take(store, dataset, path, refresh)` processes one file (default: `ingest_file`, readings; event feeds
+    pass `trafficcore.live.events.ingest_event_file` and their `suffixes`).
     """
+    take = ingest_file if take is None else take
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(str(folder), "not a folder")
@@ -200,11 +205,11 @@ def watch(
     outcomes: list[FileOutcome] = []
     seen: dict[Path, tuple[int, int]] = {}
     while not should_stop():
-        files = candidates(folder)
+        files = candidates(folder, suffixes)
         if once and files and not seen:
             seen = {p: s for p in files if (s := _signature(p))}
             time.sleep(settle)
-            files = candidates(folder)
+            files = candidates(folder, suffixes)
         ready, waiting = [], []
         for p in files:  # in order: a file still being written holds back the files after it
             sig = _signature(p)
@@ -214,7 +219,7 @@ def watch(
         for p in ready:
             if should_stop():
                 break
-            out = settle_and_file(ingest_file(store, dataset, p, refresh=refresh), folder)
+            out = settle_and_file(take(store, dataset, p, refresh), folder)
             seen.pop(p, None)
             outcomes.append(out)
             echo(f"{out.status}: {out.message}" + (f" -> {out.moved_to.parent.name}/" if out.moved_to else ""))

@@ -5,7 +5,9 @@
   that equalise the degree of saturation of the critical lane groups. For plain sequential phases
   that is Webster's ``g_i = (y_i / Y)(C - L)``; with overlapping groups or minimum greens it is the
   linear programme "maximise the smallest green margin ``g_j / (y_j C)``", which reduces to the
-  same rule when nothing else binds.
+  same rule when nothing else binds. When every lane group is served by one phase (the usual
+  case) that programme is solved exactly by a bisection on the margin, without an LP solver:
+  importing SciPy's optimiser costs about half a second, which the command line cannot afford.
 - `optimise`: searches cycle lengths (coarse grid, then 1 s around the best) and, for each, starts
   from the equal-saturation split and moves green between phases in steps of 4, 2, 1 s while the
   total control delay over the whole demand horizon falls. The current plan is a candidate too,
@@ -26,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linprog
 
 from trafficcore.errors import DataError
 from trafficcore.signal.analysis import Model, webster_cycle
@@ -34,6 +35,8 @@ from trafficcore.signal.demand import QUANTILES, demand_matrix, interval_hours
 from trafficcore.signal.plan import Plan
 
 SWANSON = {"p10": 0.3, "p50": 0.4, "p90": 0.3}
+#: upper bound of the green margin g_j / (y_j C) in the equal-saturation programme (keeps it bounded).
+_MAX_MARGIN = 1e6
 
 
 # ---------------------------------------------------------------------- splits
@@ -52,16 +55,58 @@ def equal_saturation_greens(model: Model, cycle: float, y: np.ndarray) -> np.nda
         return model.min_green + extra
     const = (model.served * model.intergreen[None, :]).sum(axis=1) - (model.last * model.lost[None, :]).sum(axis=1)
     rows = np.flatnonzero(y > 1e-12)
-    a_ub = np.hstack([-model.served[rows].astype(float), (y[rows] * cycle)[:, None]])
+    served = model.served[rows]
+    if np.all(served.sum(axis=1) == 1):
+        return _max_min_margin_single(model.min_green.astype(float), served.argmax(axis=1), y[rows] * cycle,
+                                      const[rows], budget)
+    from scipy.optimize import linprog  # only overlapping lane groups need a general LP solver
+
+    a_ub = np.hstack([-served.astype(float), (y[rows] * cycle)[:, None]])
     b_ub = const[rows]
     a_eq = np.hstack([np.ones((1, n_p)), np.zeros((1, 1))])
-    bounds = [(float(m), None) for m in model.min_green] + [(0.0, 1e6)]
+    bounds = [(float(m), None) for m in model.min_green] + [(0.0, _MAX_MARGIN)]
     c = np.zeros(n_p + 1)
     c[-1] = -1.0
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=[budget], bounds=bounds, method="highs")
     if res.status != 0:
         return None
     return np.asarray(res.x[:n_p], dtype=float)
+
+
+def _max_min_margin_single(min_green: np.ndarray, phase: np.ndarray, yc: np.ndarray, const: np.ndarray,
+                           budget: float) -> np.ndarray | None:
+    """`equal_saturation_greens` when lane group j is served by phase `phase[j]` alone.
+
+    At margin t phase p needs ``max(min_p, max_j (t yc_j - const_j))`` seconds, a continuous,
+    non-decreasing function of t, so the largest feasible t is where the needs add up to the
+    budget; there the greens are exactly the needs (any other split would leave a group below t).
+    """
+    n_p = len(min_green)
+
+    def needs(t: float) -> np.ndarray:
+        g = min_green.copy()
+        np.maximum.at(g, phase, t * yc - const)
+        return g
+
+    if needs(0.0).sum() > budget + 1e-9:
+        return None
+    if needs(_MAX_MARGIN).sum() <= budget:
+        lo = _MAX_MARGIN
+    else:
+        lo, hi = 0.0, _MAX_MARGIN
+        for _ in range(200):  # to float resolution: |hi - lo| halves each step
+            mid = 0.5 * (lo + hi)
+            if mid in (lo, hi):
+                break
+            if needs(mid).sum() <= budget:
+                lo = mid
+            else:
+                hi = mid
+    g = needs(lo)
+    spare = budget - g.sum()
+    if spare > 0:  # rounding slack of the bisection, or a margin capped at _MAX_MARGIN: share it equally
+        g = g + spare / n_p
+    return g
 
 
 def round_greens(greens: np.ndarray, budget: float, min_green: np.ndarray, resolution: float = 1.0) -> np.ndarray:

@@ -19,12 +19,18 @@ def datasets_table(store: Store) -> pd.DataFrame:
 
 
 def data_stamp(store: Store, dataset: str) -> str:
-    """A cheap fingerprint of a dataset's contents, so caches refresh after an import changes it."""
+    """A cheap fingerprint of a dataset's contents, so caches refresh after an import changes it, and after
+    events arrive (`trafficcore.live.events`): the model reads them, so forecasts made before are stale."""
     df = store.query(
-        "SELECT count(*) AS n, max(ts) AS last, min(ts) AS first FROM observations WHERE dataset = ?", [dataset]
+        """SELECT (SELECT count(*) FROM observations WHERE dataset = $1) AS n,
+                  (SELECT max(ts) FROM observations WHERE dataset = $1) AS last,
+                  (SELECT min(ts) FROM observations WHERE dataset = $1) AS first,
+                  (SELECT count(*) FROM events WHERE dataset = $1) AS events,
+                  (SELECT coalesce(sum(hash(e)), 0) FROM events e WHERE dataset = $1) AS events_hash""",
+        [dataset],
     )
     row = df.iloc[0]
-    return f"{int(row['n'])}|{row['first']}|{row['last']}"
+    return f"{int(row['n'])}|{row['first']}|{row['last']}|ev{int(row['events'])}:{int(row['events_hash']) % 10**12}"
 
 
 def site_points(store: Store, dataset: str) -> pd.DataFrame:
