@@ -132,6 +132,12 @@ class Panel:
         return out
 
 
+#: The readings of the selected detectors (`_sel`: detector_id, col), each with its panel row (parameters: grid
+#: start, interval in microseconds, dataset, grid start). Module-level so that tests can EXPLAIN exactly it.
+VALUES_SQL = """SELECT c.col, (epoch_us(o.ts) - epoch_us(?::TIMESTAMP)) // ? AS r, o.value
+                FROM observations o JOIN _sel c USING (detector_id) WHERE o.dataset = ? AND o.ts >= ?"""
+
+
 def detector_table(store: Store, dataset: str, measure: str | None = None) -> pd.DataFrame:
     """The panel's detector rows (site name and position joined), in panel column order."""
     det = store.query(
@@ -179,8 +185,7 @@ def load_panel(store: Store, dataset: str, measure: str | None = None, detectors
         values = np.full((len(times), len(det)), np.nan, dtype=np.float32)
         if lo is not None:
             got = con.execute(
-                """SELECT c.col, (epoch_us(o.ts) - epoch_us(?::TIMESTAMP)) // ? AS r, o.value
-                   FROM observations o JOIN _sel c USING (detector_id) WHERE o.dataset = ? AND o.ts >= ?""",
+                VALUES_SQL,
                 [start.to_pydatetime(), int(interval.total_seconds() * 1_000_000), dataset, start.to_pydatetime()],
             ).fetchnumpy()
             values[np.asarray(got["r"], dtype=np.int64), np.asarray(got["col"], dtype=np.int64)] = np.asarray(

@@ -199,8 +199,8 @@ def _train(dataset, out, model, preset, device, db, backbone, resume, seed, max_
             shutil.rmtree(state_dir, ignore_errors=True)
     else:
         m.fit(panel, split.train, split.val)
-    if not rank0:
-        ddp.shutdown(ddp.current())
+    if not rank0:  # every rank ends once rank 0 has written the model (a next command may read it)
+        _finish_ranks(ddp.current())
         return
     m.save(out)
     metrics = getattr(m, "metrics", {}) or {}
@@ -214,7 +214,15 @@ def _train(dataset, out, model, preset, device, db, backbone, resume, seed, max_
     if metrics.get("clock_cut"):
         typer.echo(f"WARNING: the clock guard cut phase(s) {', '.join(metrics['clock_cut'])}: this model depends on "
                    "the machine's speed; rerun on a faster machine or with a longer --max-minutes", err=True)
-    ddp.shutdown(ddp.current())
+    _finish_ranks(ddp.current())
+
+
+def _finish_ranks(ctx) -> None:
+    """Wait for every rank, then leave the process group (no-op in a single process)."""
+    from trafficcore.training import ddp
+
+    ddp.barrier(ctx)
+    ddp.shutdown(ctx)
 
 
 def _size_mb(folder: Path) -> float:
@@ -321,7 +329,7 @@ def _forecast(dataset: str, at: str, model: Path | None, db: Path | None,
     if sharded:  # ranks hold consecutive runs of the detectors: in rank order, the frame of one process
         got = ddp.all_gather_object((df, predict_s), ctx)
         if not ctx.is_main:
-            ddp.shutdown(ctx)
+            _finish_ranks(ctx)
             return df
         df = pd.concat([g[0] for g in got], ignore_index=True)
         predict_s = max(g[1] for g in got)
@@ -337,7 +345,7 @@ def _forecast(dataset: str, at: str, model: Path | None, db: Path | None,
                                                          "predict_s": predict_s, "ranks": ctx.world_size},
                 {"model_dir": str(model_dir)})
     _print_summary(df, name, model_dir, run_id, ts, load_s, predict_s, panel.synthetic)
-    ddp.shutdown(ctx)
+    _finish_ranks(ctx)
     return out
 
 
