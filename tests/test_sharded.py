@@ -7,12 +7,12 @@ compares them with one process holding both shards.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -209,15 +209,26 @@ def test_profile_put_together_from_shards_equals_one_fit(city):
     assert np.array_equal(one.own_out_tables(full)[1], both.own_out_tables(full)[1])
 
 
-def test_sampler_needs_shards_that_divide_the_batch(city, tmp_path, monkeypatch):
-    from trafficcore.models.lm import RECIPES
-
-    monkeypatch.setitem(RECIPES, "tiny", TINY)
-    r = _cli("train", "--dataset", "city", "--preset", "tiny", "--shards", "3", "--out", tmp_path / "m",
-             "--db", city, "--no-progress", "--device", "cpu")
+def test_sampler_needs_shards_that_divide_the_batch(city, tmp_path):
+    r = _cli("train", "--dataset", "city", "--preset", _recipe_file(tmp_path), "--shards", "3", "--out",
+             tmp_path / "m", "--db", city, "--no-progress", "--device", "cpu")
     assert r.exit_code == 2 and "must divide the batch size" in r.output
     r = _cli("train", "--dataset", "city", "--model", "gbt", "--shards", "2", "--out", tmp_path / "m", "--db", city)
     assert r.exit_code == 2 and "--shards applies to the lm" in r.output
+
+
+def test_recipe_files(city, tmp_path):
+    from trafficcore.models.lm.recipes import Recipe
+
+    shipped = REPO / "docs" / "examples" / "recipe_numeric.json"
+    recipe = Recipe.from_dict(json.loads(shipped.read_text()))
+    assert recipe.model["transformer"] is False and recipe.model["dropout"] == 0.0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**recipe.to_dict(), "model": {"no_such_field": 1}}))
+    for preset, why in ((bad, "not a recipe"), (tmp_path / "missing.json", "cannot read it"),
+                        ("fastest", "unknown preset")):
+        r = _cli("train", "--dataset", "city", "--preset", preset, "--out", tmp_path / "m", "--db", city)
+        assert r.exit_code == 2 and why in r.output, r.output
 
 
 # ------------------------------------------------------------------------------ torchrun: the bar
@@ -229,16 +240,10 @@ TINY = Recipe("tiny", "tests: sharded training", (
           samples=4500),), model={"transformer": False, "dropout": 0.0, "skip_hidden": 64},
     val_samples=1000, eval_samples=400)
 
-WORKER = textwrap.dedent('''
-    """torchrun worker: the real `train` command, with the tests' tiny recipe registered."""
-    import sys
-    from trafficcore.models.lm import RECIPES
-    sys.path.insert(0, sys.argv.pop(1))
-    from test_sharded import TINY
-    RECIPES["tiny"] = TINY
-    from trafficcore.training.cli import app
-    app(sys.argv[1:])
-''')
+def _recipe_file(folder: Path) -> Path:
+    path = folder / "tiny.json"
+    path.write_text(json.dumps(TINY.to_dict()))
+    return path
 
 
 def _cli(*args):
@@ -277,28 +282,22 @@ def _forecasts(db: Path, output: str) -> pd.DataFrame:
 def test_two_ranks_train_and_forecast_like_one(city, tmp_path, monkeypatch):
     """2 torchrun ranks, each reading only its detectors (here from Parquet files), train and forecast as one
     process holding both shards does: the same weights, bands and profile, and the same forecasts."""
-    import json
-
     from safetensors.numpy import load_file
 
     from trafficcore.data.store import Store
-    from trafficcore.models.lm import RECIPES
 
-    monkeypatch.setitem(RECIPES, "tiny", TINY)
     monkeypatch.setenv("TRAFFICCORE_THREADS", "1")
     Store(city, read_only=True).export_parquet("city", tmp_path / "obs")
-    one, two = tmp_path / "one", tmp_path / "two"
-    r = _cli("train", "--dataset", "city", "--preset", "tiny", "--shards", "2", "--out", one, "--db", city,
+    one, two, recipe = tmp_path / "one", tmp_path / "two", _recipe_file(tmp_path)
+    r = _cli("train", "--dataset", "city", "--preset", recipe, "--shards", "2", "--out", one, "--db", city,
              "--no-progress", "--device", "cpu", "--no-keep-state")
     assert r.exit_code == 0, r.output
     r = _cli("forecast", "--dataset", "city", "--model", one, "--db", city, "--at", AT)
     assert r.exit_code == 0, r.output
     f_one = _forecasts(city, r.output)
 
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER)
     parquet = ["--db", city, "--observations-parquet", tmp_path / "obs"]
-    _torchrun([worker, REPO / "tests", "train", "--dataset", "city", "--preset", "tiny", "--out", two,
+    _torchrun(["-m", "trafficcore.training.cli", "train", "--dataset", "city", "--preset", recipe, "--out", two,
                "--no-progress", "--device", "cpu", "--no-keep-state", *parquet])
     a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     assert a.keys() == b.keys()

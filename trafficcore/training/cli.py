@@ -3,7 +3,8 @@
 
 Presets are the language model's training recipes (`trafficcore.models.lm.recipes.RECIPES`, each with a
 one-line purpose): `quick`, `full` (the CPU recipe), `gpu` (end to end on a GPU, bf16) and `demo` (the shipped
-demo model). Their lengths are steps or epochs; a phase that overran its clock guard is reported.
+demo model); `--preset FILE.json` reads a recipe in the form `Recipe.to_dict` writes. Their lengths are steps
+or epochs; a phase that overran its clock guard is reported.
 
 Multi-process training and forecasting (same commands, one process per GPU, or gloo on CPU):
 `torchrun --nproc-per-node 2 -m trafficcore.training.cli train --dataset demo --preset quick --out DIR` and
@@ -101,7 +102,8 @@ def train(
     dataset: Annotated[str, typer.Option("--dataset", help="dataset name in the store")],
     out: Annotated[Path, typer.Option("--out", help="folder for the trained model (config.json + safetensors)")],
     model: Annotated[str, typer.Option("--model", help="lm, or a baseline name from the registry")] = "lm",
-    preset: Annotated[str, typer.Option("--preset", help="training recipe: quick | full (CPU) | gpu | demo")] = "quick",
+    preset: Annotated[str, typer.Option("--preset", help="training recipe: quick | full (CPU) | gpu | demo, or a "
+                                                           "recipe JSON file (Recipe.to_dict)")] = "quick",
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     db: Annotated[Path | None, typer.Option("--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/)")] = None,
     backbone: Annotated[Path | None, typer.Option("--backbone", help="local Hugging Face model folder")] = None,
@@ -134,15 +136,13 @@ def _train(dataset, out, model, preset, device, db, backbone, resume, seed, max_
     from trafficcore.evaluation.protocols import standard_split
     from trafficcore.models import registry
     from trafficcore.models.files import read_config
-    from trafficcore.models.lm import RECIPES
     from trafficcore.training import ddp
     from trafficcore.training.checkpoint import has_training_state
 
     t0 = time.perf_counter()
     if model not in registry.MODEL_CLASSES:
         raise UsageError(f"unknown model {model!r}; choose from {', '.join(sorted(registry.MODEL_CLASSES))}")
-    if preset not in RECIPES:
-        raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(sorted(RECIPES))}")
+    recipe = _recipe(preset)
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda":
@@ -163,7 +163,6 @@ def _train(dataset, out, model, preset, device, db, backbone, resume, seed, max_
     if model == "lm":
         from trafficcore.models.lm import LMForecaster
 
-        recipe = RECIPES[preset]
         changes: dict[str, dict] = {p.name: {} for p in recipe.phases}
         if max_steps is not None:
             changes[recipe.phases[-1].name].update(steps=int(max_steps), epochs=None)
@@ -223,6 +222,29 @@ def _finish_ranks(ctx) -> None:
 
     ddp.barrier(ctx)
     ddp.shutdown(ctx)
+
+
+def _recipe(preset: str):
+    """A named recipe, or one read from a JSON file (the form `Recipe.to_dict` writes, e.g.
+    docs/examples/recipe_numeric.json)."""
+    from trafficcore.models.lm import RECIPES
+    from trafficcore.models.lm.config import LMConfig
+    from trafficcore.models.lm.recipes import Recipe
+
+    if preset in RECIPES:
+        return RECIPES[preset]
+    path = Path(preset)
+    if path.suffix.lower() != ".json":
+        raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(sorted(RECIPES))} or give a recipe "
+                         "JSON file")
+    try:
+        recipe = Recipe.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        LMConfig(**recipe.model)
+    except OSError as e:
+        raise UsageError(f"--preset {path}: cannot read it ({e.strerror})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"--preset {path}: not a recipe ({type(e).__name__}: {e})") from None
+    return recipe
 
 
 def _size_mb(folder: Path) -> float:
