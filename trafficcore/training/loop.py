@@ -264,6 +264,8 @@ def train(model: torch.nn.Module, task: TrainTask, cfg: TrainConfig, device: tor
         out_of_time = ddp.broadcast_flag(out_of_time, ctx)
         if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
             mae = evaluate()
+            if ctx.enabled:  # the step's loss: the mean of the ranks' (each its share of it times the ranks)
+                last_loss = ddp.all_reduce_sum([last_loss], ctx)[0] / ctx.world_size
             improved = mae < best_mae - cfg.min_delta
             if improved:
                 best_mae, best_step, bad = mae, step, 0
