@@ -309,6 +309,10 @@ def test_two_ranks_train_and_forecast_like_one(city, tmp_path, monkeypatch):
     assert (ca["metrics"]["world_size"], cb["metrics"]["world_size"]) == (1, 2)
     assert ca["metrics"]["phases"][0]["steps"] == cb["metrics"]["phases"][0]["steps"] > 20
     assert cb["metrics"]["val_samples"] == ca["metrics"]["val_samples"] == 1000
+    ha, hb = ca["metrics"]["phases"][0]["history"], cb["metrics"]["phases"][0]["history"]
+    assert [h["step"] for h in ha] == [h["step"] for h in hb] and len(ha) >= 3
+    for x, y in zip(ha, hb, strict=True):  # the same losses and validation errors along the way
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4) and x["val_mae"] == pytest.approx(y["val_mae"], rel=1e-5)
 
     run = _torchrun(["-m", "trafficcore.training.cli", "forecast", "--dataset", "city", "--model", two, "--at", AT,
                      *parquet])

@@ -10,7 +10,8 @@ the predict time the forecast run records, and the largest difference of its for
 the first run's. Same shards and a recipe without dropout give the same model on any rank count up to float
 rounding (docs/SCALE.md, "Beyond one machine"); `--reordered` adds a run on 1 rank whose batches hold the same
 samples in reverse order, which shows how far float rounding alone moves a model over the same steps. Writes
-the forecasts and model runs to the store, like the commands do.
+the forecasts and model runs to the store, like the commands do. `--loads 2,4,8` first times what one rank reads
+(the whole network's panel against one shard's, from the table and from `--observations-parquet`).
 """
 
 from __future__ import annotations
@@ -125,6 +126,56 @@ def _row(db: Path, label: str, shards: int, model: Path, run_id: str, t_train: f
     return row, first
 
 
+def loads(db: Path, dataset: str, parquet: Path | None, shard_counts: list[int], repeats: int = 3) -> list[dict]:
+    """What one rank reads: the panel of the whole network against shard 0's panel for each shard count, from the
+    DuckDB table and (with `parquet`) from the Parquet files: best of `repeats` load times, the detectors read
+    (own + neighbours) and the panel's size; from Parquet also the row groups the readings scan."""
+    import re as _re
+
+    import pandas as pd
+
+    from trafficcore.data.panel import VALUES_SQL, load_panel
+    from trafficcore.data.shard import load_shard
+    from trafficcore.data.store import Store
+
+    sources = [("DuckDB table", Store(db, read_only=True, observations_parquet=None))]
+    if parquet is not None:
+        sources.append(("Parquet files", Store(db, read_only=True, observations_parquet=parquet)))
+    rows = []
+    for name, store in sources:
+        if name == "DuckDB table" and store.observations_parquet is not None:
+            continue  # TRAFFICCORE_OBSERVATIONS_PARQUET is set: this handle would read the files too
+        for n in [0, *shard_counts]:
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                panel = load_panel(store, dataset) if n == 0 else load_shard(store, dataset, [0], n)
+                best = min(best, time.perf_counter() - t0)
+            row = {"source": name, "panel": "whole network" if n == 0 else f"shard 0 of {n}",
+                   "detectors_read": len(panel.detectors), "own": len(panel.detectors if n == 0 else panel.shard.owned),
+                   "load_s": round(best, 3), "panel_mb": round(panel.values.nbytes / 2**20, 1)}
+            if name == "Parquet files":
+                with store.connect() as con:
+                    con.register("_sel", pd.DataFrame({"detector_id": panel.detectors["detector_id"],
+                                                       "col": range(len(panel.detectors))}))
+                    t = panel.times[0].to_pydatetime()
+                    plan = con.execute("EXPLAIN ANALYZE " + VALUES_SQL,
+                                       [t, int(panel.interval.total_seconds() * 1e6), dataset, t]).fetchall()[0][1]
+                got = _re.search(r"Row Groups Scanned: (\d+) / (\d+)", plan)
+                row["row_groups"] = f"{got.group(1)} / {got.group(2)}" if got else "?"
+            rows.append(row)
+    return rows
+
+
+def loads_table(rows: list[dict]) -> str:
+    head = "| source | panel | own detectors | detectors read | load (s, best of 3) | panel (MB) | row groups scanned |"
+    lines = [head, "|---|---|" + "---:|" * 5]
+    for r in rows:
+        lines.append(f"| {r['source']} | {r['panel']} | {r['own']} | {r['detectors_read']} | {r['load_s']} | "
+                     f"{r['panel_mb']} | {r.get('row_groups', '-')} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     head = ("| run (ranks x threads) | shards | train command (s) | fit (s) | steps | forecast command (s) | "
             "predict (s) | forecasts | val MAE, longest horizon | max abs diff P50 vs first | P10/P90 | weights |")
@@ -143,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--preset", default="docs/examples/recipe_numeric.json")
     ap.add_argument("--runs", default="1:1,2:1",
-                    help="ranks:threads per run, comma-separated (each rank count divides --shards)")
+                    help="ranks:threads per run, comma-separated (each rank count divides --shards); '' for none")
+    ap.add_argument("--loads", default="", help="also time one rank's panel load for these shard counts (e.g. 2,4,8)")
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--at", default="latest", help="forecast issue time")
     ap.add_argument("--db", type=Path, default=None)
@@ -156,12 +208,18 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     from trafficcore import config
 
-    runs = [(int(r), int(t)) for r, t in (x.split(":") for x in a.runs.split(","))]
-    rows = measure(config.db_path(a.db), a.dataset, a.preset, runs, a.shards, a.at, a.out, a.observations_parquet,
-                   a.device, a.reordered)
-    print(table(rows))
+    out: dict = {}
+    if a.loads:
+        out["loads"] = loads(config.db_path(a.db), a.dataset, a.observations_parquet,
+                             [int(x) for x in a.loads.split(",")])
+        print(loads_table(out["loads"]))
+    if a.runs:
+        runs = [(int(r), int(t)) for r, t in (x.split(":") for x in a.runs.split(","))]
+        out["runs"] = measure(config.db_path(a.db), a.dataset, a.preset, runs, a.shards, a.at, a.out,
+                              a.observations_parquet, a.device, a.reordered)
+        print(table(out["runs"]))
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=2))
+        a.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
