@@ -75,7 +75,7 @@ def _panel(store, dataset: str, spec=None, shards: int | None = None):
             panel = load_shard(store, dataset, mine, n_shards, neighbours=[(spec.n_neighbours, spec.neighbour_method)],
                                measure=measure)
         except ValueError as e:
-            raise UsageError(f"--shards: {e}") from None
+            raise UsageError(f"detector shards (--shards, default one per rank): {e}") from None
     else:
         panel = load_panel(store, dataset, measure=measure)
     if len(panel.times) == 0:
