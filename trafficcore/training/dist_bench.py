@@ -201,13 +201,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--db", type=Path, default=None)
     ap.add_argument("--observations-parquet", type=Path, default=None)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", type=Path, default=Path("runs/dist_bench"))
+    ap.add_argument("--out", type=Path, default=None, help="folder for the models (default: a new temporary one)")
     ap.add_argument("--reordered", action="store_true",
                     help="add a run on 1 rank with each batch's samples reversed (float rounding alone)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     a = ap.parse_args(argv)
     from trafficcore import config
 
+    if a.out is None:
+        import tempfile
+
+        a.out = Path(tempfile.mkdtemp(prefix="dist_bench-"))
     out: dict = {}
     if a.loads:
         out["loads"] = loads(config.db_path(a.db), a.dataset, a.observations_parquet,
@@ -218,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         out["runs"] = measure(config.db_path(a.db), a.dataset, a.preset, runs, a.shards, a.at, a.out,
                               a.observations_parquet, a.device, a.reordered)
         print(table(out["runs"]))
+        print(f"models in {a.out}")
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))
 
