@@ -203,6 +203,32 @@ def datasets(
         )
 
 
+export_app = typer.Typer(help="Copy a dataset out of the store into files any engine reads.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("parquet")
+def export_parquet(
+    dataset: str = typer.Option(..., "--dataset"),
+    out: Path = typer.Option(..., "--out", help="Parquet folder (one dataset=<name> partition per dataset)"),
+    row_group_rows: int | None = typer.Option(None, "--row-group-rows", min=1000,
+                                              help="rows per Parquet row group (default 122,880)"),
+    db: Path | None = DbOpt,
+) -> None:
+    """Write a dataset's observations to OUT/dataset=<name>/month=<YYYY-MM>/part-0.parquet (sorted by detector and
+    time; an earlier export of the dataset is replaced). Read them back with --observations-parquet OUT or
+    TRAFFICCORE_OBSERVATIONS_PARQUET=OUT (docs/SCALE.md, "Beyond one machine")."""
+    from trafficcore.data.store import Store
+
+    path = config.db_path(db)
+    if not path.exists():
+        _fail(f"no store at {path}")
+    t0 = time.perf_counter()
+    res = Store(path, read_only=True).export_parquet(dataset, out, row_group_rows)
+    typer.echo(f"exported {res['rows']:,} observations of '{dataset}' to {res['folder']}: {res['files']} files, "
+               f"{res['bytes'] / 2**20:.1f} MB in {time.perf_counter() - t0:.1f} s")
+
+
 @app.command()
 def explain(
     dataset: str = typer.Option(..., "--dataset"),

@@ -1,7 +1,8 @@
 """Where things live and the few limits a deployment may want to change.
 
 Resolution order for the store: an explicit path (``--db``), then ``TRAFFICCORE_DB``, then
-``data/trafficcore.duckdb`` in the project folder.
+``data/trafficcore.duckdb`` in the project folder. Observations may instead be read from a
+hive-partitioned Parquet folder (``--observations-parquet`` or ``TRAFFICCORE_OBSERVATIONS_PARQUET``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ def db_path(explicit: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env)
     return DEFAULT_DB
+
+
+def observations_parquet(explicit: str | os.PathLike | None = None) -> Path | None:
+    """A folder of Parquet files to read observations from (`--observations-parquet`, else
+    ``TRAFFICCORE_OBSERVATIONS_PARQUET``), or None: observations then come from the DuckDB file alone.
+    See `trafficcore.data.parquet` for the layout."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("TRAFFICCORE_OBSERVATIONS_PARQUET")
+    return Path(env) if env else None
 
 
 def max_file_bytes() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,9 @@ from trafficcore import config
 from trafficcore.data.event_match import readable
 from trafficcore.data.store import Store
 from trafficcore.data.validate import MAX_IMPORT_GAP
+
+if TYPE_CHECKING:
+    from trafficcore.data.shard import ShardInfo
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class Panel:
     weather: pd.DataFrame
     adjacency: pd.DataFrame
     note: str = ""  # why the panel starts later than the dataset's first reading, when it does
+    shard: ShardInfo | None = None  # set when the panel holds one rank's share of the detectors (data.shard)
     _col: dict[str, int] = field(default_factory=dict, repr=False, init=False)
     _neighbours: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False, init=False)
 
@@ -98,6 +103,8 @@ class Panel:
         if method not in ("distance", "graph"):
             raise ValueError(f"method must be 'distance' or 'graph', not {method!r}")
         key = (k, method)
+        if self.shard is not None:  # ranked over the whole network when the shard was loaded
+            return self.shard.neighbour_matrix(key)
         if key not in self._neighbours:
             self._neighbours[key] = self._rank_neighbours(k, method)
         return self._neighbours[key]
@@ -126,9 +133,14 @@ class Panel:
         return out
 
 
-def load_panel(store: Store, dataset: str, measure: str | None = None) -> Panel:
-    """Read one dataset from the store into a Panel (optionally only detectors of one measure)."""
-    info = store.dataset_info(dataset)
+#: The readings of the selected detectors (`_sel`: detector_id, col), each with its panel row (parameters: grid
+#: start, interval in microseconds, dataset, grid start). Module-level so that tests can EXPLAIN exactly it.
+VALUES_SQL = """SELECT c.col, (epoch_us(o.ts) - epoch_us(?::TIMESTAMP)) // ? AS r, o.value
+                FROM observations o JOIN _sel c USING (detector_id) WHERE o.dataset = ? AND o.ts >= ?"""
+
+
+def detector_table(store: Store, dataset: str, measure: str | None = None) -> pd.DataFrame:
+    """The panel's detector rows (site name and position joined), in panel column order."""
     det = store.query(
         """SELECT d.detector_id, d.site_id, d.approach, d.description, d.road, d.lanes, d.measure, d.interval_s,
                   coalesce(d.lat, s.lat) AS lat, coalesce(d.lon, s.lon) AS lon,
@@ -139,12 +151,28 @@ def load_panel(store: Store, dataset: str, measure: str | None = None) -> Panel:
     )
     if measure is not None:
         det = det[det["measure"] == measure].reset_index(drop=True)
+    return det
+
+
+def load_panel(store: Store, dataset: str, measure: str | None = None, detectors=None) -> Panel:
+    """Read one dataset from the store into a Panel (optionally only detectors of one measure).
+
+    `detectors`: read only these detectors' readings (ids; the panel's columns are those of them the dataset
+    has, in panel order). The time grid is still the whole dataset's, so that panels of different detectors
+    line up row by row (`trafficcore.data.shard` loads one rank's share so); the filter reaches the scan
+    (DuckDB pushes the join's detector ids into a Parquet read and skips row groups of other detectors)."""
+    info = store.dataset_info(dataset)
+    det = detector_table(store, dataset, measure)
     interval = pd.Timedelta(seconds=int(info["interval_s"]))
     # Fetched as numpy with each reading's column and row computed in SQL: a pandas frame of
     # millions of rows costs ten times more than the panel it fills.
     cols = pd.DataFrame({"detector_id": det["detector_id"], "col": np.arange(len(det), dtype=np.int64)})
+    if detectors is not None:
+        det = det[det["detector_id"].isin(set(map(str, detectors)))].reset_index(drop=True)
+    sel = pd.DataFrame({"detector_id": det["detector_id"], "col": np.arange(len(det), dtype=np.int64)})
     with store.connect() as con:
         con.register("_cols", cols)
+        con.register("_sel", sel)
         lo, hi, n = con.execute(
             "SELECT min(ts), max(ts), count(*) FROM observations o JOIN _cols c USING (detector_id) "
             "WHERE o.dataset = ?",
@@ -153,19 +181,19 @@ def load_panel(store: Store, dataset: str, measure: str | None = None) -> Panel:
         note = ""
         if lo is not None:
             lo, hi = pd.Timestamp(lo), pd.Timestamp(hi)
-            start, note = _bounded_start(con, dataset, lo, hi, interval, len(det), int(n))
+            start, note = _bounded_start(con, dataset, lo, hi, interval, len(cols), int(n))
         times = pd.DatetimeIndex([], dtype="datetime64[ns]") if lo is None else pd.date_range(start, hi, freq=interval)
         values = np.full((len(times), len(det)), np.nan, dtype=np.float32)
         if lo is not None:
             got = con.execute(
-                """SELECT c.col, (epoch_us(o.ts) - epoch_us(?::TIMESTAMP)) // ? AS r, o.value
-                   FROM observations o JOIN _cols c USING (detector_id) WHERE o.dataset = ? AND o.ts >= ?""",
+                VALUES_SQL,
                 [start.to_pydatetime(), int(interval.total_seconds() * 1_000_000), dataset, start.to_pydatetime()],
             ).fetchnumpy()
             values[np.asarray(got["r"], dtype=np.int64), np.asarray(got["col"], dtype=np.int64)] = np.asarray(
                 got["value"], dtype=np.float32
             )
         con.unregister("_cols")
+        con.unregister("_sel")
     return Panel(
         dataset=dataset,
         info=info,

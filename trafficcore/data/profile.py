@@ -119,6 +119,7 @@ class DetectorProfile:
         self.shape = np.asarray(shape, dtype=np.float32)
         self._index = pd.Index(self.detector_ids)
         self._fit: tuple[np.ndarray, np.ndarray] | None = None  # (rows, readings per cell): training only
+        self._raw: dict[str, np.ndarray] = {}  # training only: float64 tables, mean and sum of readings per detector
         self._loo: tuple[np.ndarray, np.ndarray] | None = None  # active `leaving_own_out` (row mask, counts)
 
     @classmethod
@@ -132,19 +133,63 @@ class DetectorProfile:
             values[:, [i for i, d in enumerate(panel.detectors["detector_id"]) if d in exclude]] = np.nan
         table, counts = slot_table(panel, rows, values)
         vals = values[rows].astype(np.float64)
-        overall = float(np.nanmean(vals)) if np.isfinite(vals).any() else 0.0
+        ok = np.isfinite(vals)
+        overall = float(np.nanmean(vals)) if ok.any() else 0.0
+        scale = nanmean(vals, axis=0)
+        prof = cls._assemble(list(panel.detectors["detector_id"]), int(panel.interval / pd.Timedelta(minutes=1)),
+                             table, scale, overall)
+        prof._fit = (rows, counts.astype(np.float32))
+        prof._raw = {"table": table, "scale": scale, "sum": np.where(ok, vals, 0.0).sum(axis=0),
+                     "n": ok.sum(axis=0).astype(np.float64)}
+        return prof
+
+    @classmethod
+    def _assemble(cls, detector_ids: list[str], interval_min: int, table: np.ndarray, scale: np.ndarray,
+                  overall: float) -> DetectorProfile:
+        """The cross-detector parts (fallbacks, shape) from per-detector tables and mean readings."""
         cross = nanmean(table, axis=0)
         cross = np.where(np.isfinite(cross), cross, overall)
-        scale = nanmean(vals, axis=0)
         seen = np.isfinite(scale) & (scale > 0)
         if not seen.any():
             raise ValueError("no training readings at all: cannot fit detector profiles")
         scale = np.where(seen, np.maximum(scale, 1e-3), np.nan)
         shape = nanmean(table[seen] / scale[seen, None, None], axis=0)
         shape = np.where(np.isfinite(shape), shape, 1.0)
-        prof = cls(list(panel.detectors["detector_id"]), int(panel.interval / pd.Timedelta(minutes=1)), table, cross,
-                   overall, scale, shape)
-        prof._fit = (rows, counts.astype(np.float32))
+        return cls(detector_ids, interval_min, table, cross, overall, scale, shape)
+
+    # ---------------------------------------------------------------- fitting in shards
+    def part(self, detector_ids) -> dict:
+        """This fitted profile's per-detector arrays for some of its detectors: what `combine` needs from one
+        rank that fit the profile on its share of the detectors (`trafficcore.data.shard`)."""
+        if self._fit is None:
+            raise ValueError("a loaded profile has no fit to share; fit it on the panel first")
+        detector_ids = list(detector_ids)
+        idx = self._index.get_indexer(detector_ids)
+        if (idx < 0).any():
+            missing = [d for d, i in zip(detector_ids, idx, strict=True) if i < 0]
+            raise KeyError(f"detectors not in this profile: {missing[:3]}")
+        return {"ids": list(detector_ids), "counts": self._fit[1][idx], "rows": self._fit[0],
+                "interval_min": self.interval_min, **{k: v[idx] for k, v in self._raw.items()}}
+
+    @classmethod
+    def combine(cls, parts: list[dict], detector_ids: list[str]) -> DetectorProfile:
+        """The profile of the whole network from per-shard `part`s, detectors in `detector_ids` order: the same
+        arrays as fitting on one panel of all of them, except `overall` (the mean of all readings, here summed
+        per detector first: equal up to float rounding; only a slot no detector was seen in reads it)."""
+        ids = [d for p in parts for d in p["ids"]]
+        order = pd.Index(ids).get_indexer(list(detector_ids))
+        if (order < 0).any() or len(ids) != len(detector_ids):
+            raise ValueError("the shards' profiles do not cover each detector exactly once")
+
+        def cat(key: str) -> np.ndarray:
+            return np.concatenate([np.asarray(p[key]) for p in parts])[order]
+
+        total, n = cat("sum").sum(), cat("n").sum()
+        raw = {k: cat(k) for k in ("table", "scale", "sum", "n")}
+        prof = cls._assemble(list(detector_ids), parts[0]["interval_min"], raw["table"], raw["scale"],
+                             float(total / n) if n else 0.0)
+        prof._fit = (parts[0]["rows"], cat("counts"))
+        prof._raw = raw
         return prof
 
     # ---------------------------------------------------------------- leave own out

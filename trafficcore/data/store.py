@@ -24,34 +24,68 @@ from trafficcore.errors import DataError
 
 
 class Store:
-    """A handle on one DuckDB file. Cheap to create; opens a connection per call."""
+    """A handle on one DuckDB file. Cheap to create; opens a connection per call.
 
-    def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False):
+    `observations_parquet` (else ``TRAFFICCORE_OBSERVATIONS_PARQUET``): a hive-partitioned Parquet folder the
+    observations of the datasets it holds are read from (`trafficcore.data.parquet`); observations are then
+    read-only through this handle."""
+
+    def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False,
+                 observations_parquet: str | os.PathLike | None = None):
         self.path = config.db_path(path)
         self.read_only = read_only
+        self.observations_parquet = config.observations_parquet(observations_parquet)
         if not read_only:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise DataError(str(self.path), f"cannot create the store's folder: {e.strerror}") from None
-            with self.connect() as con:
+            with self.connect(parquet=False) as con:
                 for stmt in _ddl():
                     con.execute(stmt)
                 _add_missing_columns(con)
 
     @contextmanager
-    def connect(self):
-        """A connection; a file that is no usable store ends in one `DataError` naming it (exit 2 in the CLI)."""
+    def connect(self, parquet: bool = True):
+        """A connection; a file that is no usable store ends in one `DataError` naming it (exit 2 in the CLI).
+        With an observations Parquet folder, `observations` is the view over it (`parquet=False`: the table)."""
         read_only = self.read_only and self.path.exists()
         con = _connect_retrying(str(self.path), read_only)
         try:
+            if parquet and self.observations_parquet is not None:
+                from trafficcore.data.parquet import attach_view
+
+                attach_view(con, self.observations_parquet)
             yield con
         except duckdb.IOException as e:  # a truncated file can open and fail on the first read
             if "lock" in str(e).lower():
                 raise
             raise _not_a_store(str(self.path), e) from None
+        except (duckdb.CatalogException, duckdb.BinderException) as e:
+            text = str(e).lower()
+            if self.observations_parquet is None or not any(w in text for w in _WRITE_TO_VIEW):
+                raise
+            raise DataError(str(self.observations_parquet), _READ_ONLY_OBSERVATIONS) from None
         finally:
             con.close()
+
+    def parquet_datasets(self) -> list[str]:
+        """Datasets whose observations this handle reads from the Parquet folder (none without one)."""
+        if self.observations_parquet is None:
+            return []
+        from trafficcore.data.parquet import parquet_datasets
+
+        return parquet_datasets(self.observations_parquet)
+
+    def export_parquet(self, dataset: str, folder: str | os.PathLike, row_group_rows: int | None = None) -> dict:
+        """Copy one dataset's observations from the DuckDB table to a Parquet folder (`trafficcore.data.parquet`);
+        reads the table itself, whatever this handle's Parquet setting."""
+        from trafficcore.data.parquet import ROW_GROUP_ROWS, export_observations
+
+        with self.connect(parquet=False) as con:
+            if not con.execute("SELECT count(*) FROM datasets WHERE dataset = ?", [dataset]).fetchone()[0]:
+                raise DataError(dataset, f"no such dataset in {self.path}")
+            return export_observations(con, dataset, folder, row_group_rows or ROW_GROUP_ROWS)
 
     @contextmanager
     def held(self):
@@ -85,6 +119,8 @@ class Store:
         so a later file may add observations for detectors imported earlier.
         """
         check_dataset_name(dataset)
+        if self.observations_parquet is not None:
+            raise DataError(str(self.observations_parquet), _READ_ONLY_OBSERVATIONS)
         frames = {t: tables.normalised(t) for t in LOADED_TABLES}
         known_sites = set(self._column(dataset, "sites", "site_id"))
         known_detectors = set(self._column(dataset, "detectors", "detector_id"))
@@ -239,6 +275,14 @@ class Store:
             return []
         return list(self.query(f"SELECT {column} FROM {table} WHERE dataset = ?", [dataset])[column])
 
+
+#: DuckDB's words for a write into a view (what `observations` is with a Parquet folder).
+_WRITE_TO_VIEW = ("is not an table", "is not a table", "base table")
+_READ_ONLY_OBSERVATIONS = (
+    "observations are read from this Parquet folder (--observations-parquet / TRAFFICCORE_OBSERVATIONS_PARQUET), "
+    "so they cannot be written here: import or ingest into the DuckDB store without that setting, then "
+    "`trafficcore export parquet`"
+)
 
 #: Seconds to keep retrying when another process holds the file's lock; override with TRAFFICCORE_DB_LOCK_WAIT_S.
 LOCK_WAIT_S = 10.0

@@ -107,11 +107,25 @@ def read_document(directory: str | os.PathLike, name: str):
 def data_fingerprint(values: np.ndarray, times, detector_ids, dataset: str) -> str:
     """sha256 over the training readings, their timestamps, detector ids and dataset name.
 
-    Two models with the same fingerprint learned from exactly the same numbers.
+    Two models with the same fingerprint learned from exactly the same numbers. Built from one digest per
+    detector (`column_digests`), so ranks that each hold some detectors (`trafficcore.data.shard`) compute
+    the fingerprint of the whole network from their digests (`combine_fingerprint`).
     """
+    return combine_fingerprint(dataset, times, detector_ids, column_digests(values))
+
+
+def column_digests(values: np.ndarray) -> list[bytes]:
+    """sha256 of each column's float32 readings (one per detector)."""
+    v = np.asarray(values, dtype=np.float32)
+    return [hashlib.sha256(np.ascontiguousarray(v[:, j]).tobytes()).digest() for j in range(v.shape[1])]
+
+
+def combine_fingerprint(dataset: str, times, detector_ids, digests: list[bytes]) -> str:
+    """The fingerprint from per-detector digests, in `detector_ids` order."""
     h = hashlib.sha256()
     h.update(dataset.encode())
     h.update("\x00".join(map(str, detector_ids)).encode())
     h.update(np.asarray(times, dtype="datetime64[ns]").astype(np.int64).tobytes())
-    h.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+    for d in digests:
+        h.update(d)
     return h.hexdigest()

@@ -3,9 +3,11 @@
 The same command serves a laptop and a multi-GPU box: `torchrun --nproc_per_node N ...` sets
 RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT, and `init_from_env` joins the group
 with NCCL when the processes train on CUDA and gloo on CPU. Without those variables training is
-single-process and nothing here does anything. Every rank builds the same data in the same order
-(fixed seeds); the loop gives each rank a disjoint share of every optimiser step and DDP averages
-the gradients, so all ranks hold identical weights after each step.
+single-process and nothing here does anything. The data are split into detector shards
+(`trafficcore.data.shard`); each rank trains on its shards' share of every optimiser step, the loss is
+normalised by the whole step's count of known targets, and DDP averages the gradients, so all ranks hold
+identical weights after each step, equal to those of one process training on all shards
+(`trafficcore.training.engine`; docs/SCALE.md, "Beyond one machine").
 """
 
 from __future__ import annotations
@@ -97,6 +99,16 @@ def all_reduce_sum(values: list[float], ctx: DistContext) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.cpu().tolist()
+
+
+def all_gather_object(obj, ctx: DistContext) -> list:
+    """Every rank's `obj`, in rank order, on every rank (small Python objects: per-shard profiles,
+    validation forecasts, forecast frames)."""
+    if not ctx.enabled:
+        return [obj]
+    out: list = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_flag(flag: bool, ctx: DistContext) -> bool:

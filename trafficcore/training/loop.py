@@ -3,8 +3,9 @@ decay, gradient accumulation and clipping, early stopping on validation MAE, mix
 optional FGM adversarial training, fixed seeds, DDP, resumable state, and a progress bar.
 
 The loop knows nothing about traffic. A `TrainTask` supplies batches by global index (so a resumed
-or distributed run sees exactly the batches an uninterrupted single-process run would), the loss,
-and the validation error as (sum of absolute errors, count) so that ranks can add theirs up.
+run sees exactly the batches an uninterrupted run would; under DDP each rank's task returns its own share
+of that global batch, and the loss its share of the global loss), the loss, and the validation error as
+(sum of absolute errors, count) so that ranks can add theirs up.
 
 FGM (Miyato et al.; "fast gradient method"): after the clean backward pass the gradient with
 respect to the input embeddings `g` gives a perturbation `eps * g / ||g||` (per sample); the loss on
@@ -38,7 +39,7 @@ class TrainConfig:
     warmup_frac: float = 0.05
     schedule: str = "cosine"  # cosine | linear | constant
     max_steps: int = 1000  # optimiser steps
-    batch_size: int = 64  # per rank and micro-step
+    batch_size: int = 64  # per micro-step, over all ranks together (each rank's task draws its share)
     grad_accum: int = 1
     clip_grad: float = 1.0
     eval_every: int = 100  # optimiser steps
@@ -60,7 +61,9 @@ class TrainTask(Protocol):
     """What the loop needs from a model's data."""
 
     def batch(self, index: int, batch_size: int, device: torch.device) -> dict:
-        """The micro-batch with this global index (deterministic; epochs wrap around)."""
+        """This rank's share of the global micro-batch `index` of `batch_size` samples (deterministic; epochs
+        wrap around). Under DDP the shares' losses must add up, after DDP's averaging over ranks, to the loss
+        of the whole micro-batch (see `trafficcore.training.engine.SampleTask`)."""
         ...
 
     def loss(self, model: torch.nn.Module, batch: dict, embed_delta: torch.Tensor | None = None) -> torch.Tensor: ...
@@ -221,7 +224,7 @@ def train(model: torch.nn.Module, task: TrainTask, cfg: TrainConfig, device: tor
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for a in range(cfg.grad_accum):
-            index = (step * cfg.grad_accum + a) * ctx.world_size + ctx.rank
+            index = step * cfg.grad_accum + a
             batch = task.batch(index, cfg.batch_size, device)
             passes = 2 if cfg.fgm_eps > 0 and getattr(base, "supports_fgm", True) else 1
             for k in range(passes):
@@ -261,6 +264,8 @@ def train(model: torch.nn.Module, task: TrainTask, cfg: TrainConfig, device: tor
         out_of_time = ddp.broadcast_flag(out_of_time, ctx)
         if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
             mae = evaluate()
+            if ctx.enabled:  # the step's loss: the mean of the ranks' (each its share of it times the ranks)
+                last_loss = ddp.all_reduce_sum([last_loss], ctx)[0] / ctx.world_size
             improved = mae < best_mae - cfg.min_delta
             if improved:
                 best_mae, best_step, bad = mae, step, 0
@@ -292,8 +297,7 @@ def train(model: torch.nn.Module, task: TrainTask, cfg: TrainConfig, device: tor
             for n, v in best.items():
                 params[n].copy_(v.to(params[n].device, params[n].dtype))
     wall = time.perf_counter() - t0
-    total_samples = samples * ctx.world_size
-    ddp.barrier(ctx)
+    total_samples = int(ddp.all_reduce_sum([samples], ctx)[0])
     return TrainResult(
         steps=step, best_step=best_step, best_val_mae=best_mae, stopped=stopped, wall_s=wall_before + wall,
         samples_seen=total_samples, samples_per_s=total_samples / max(wall, 1e-9), history=history,

@@ -205,9 +205,10 @@ class LMForecaster:
                                             roads=self.cfg.event_road))
         return self._ctx[1]
 
-    def samples(self, panel: Panel, rows: np.ndarray) -> Samples:
-        """Every detector at these issue rows, keeping samples with at least one known target."""
-        s = build_samples(panel, np.asarray(rows, dtype=np.int64), spec=self.spec, neighbour_idx=self.neighbours(panel))
+    def samples(self, panel: Panel, rows: np.ndarray, detectors: np.ndarray | None = None) -> Samples:
+        """Every detector (or these panel columns) at these issue rows, keeping samples with a known target."""
+        s = build_samples(panel, np.asarray(rows, dtype=np.int64), detector_idx=detectors, spec=self.spec,
+                          neighbour_idx=self.neighbours(panel))
         return s.subset(np.isfinite(s.targets).any(axis=1))
 
     def texts(self, panel: Panel, samples: Samples, note: str | None = None) -> list[str]:
@@ -292,13 +293,19 @@ class LMForecaster:
             b["y"] = torch.from_numpy(y.astype(np.float32)).to(device)
         return b
 
-    def validation_samples(self, panel: Panel, val_rows: np.ndarray) -> Samples:
-        """The validation samples used for early stopping and calibration: a seeded subset, reproducible."""
-        va = self.samples(panel, val_rows) if np.asarray(val_rows).size else None
+    def validation_samples(self, panel: Panel, val_rows: np.ndarray, detectors: np.ndarray | None = None,
+                           shard: tuple[int, int] = (0, 1)) -> Samples:
+        """The validation samples used for early stopping and calibration: a seeded subset, reproducible.
+        With detector shards (`shard` = (k, n_shards), `detectors` = its panel columns), shard k's share of
+        them, drawn from its own samples with its own seed (`trafficcore.data.shard`)."""
+        from trafficcore.data.shard import quota, shard_rng
+
+        va = self.samples(panel, val_rows, detectors) if np.asarray(val_rows).size else None
         if va is None or not len(va):
             raise ValueError("lm: the validation period has no known targets; early stopping needs some")
         # a seeded random order, so that any head of it (the early-stopping subset) spans the whole period
-        order = np.random.default_rng(self.seed + 1).permutation(len(va))[: self.recipe.val_samples]
+        k, n = shard
+        order = shard_rng(self.seed + 1, k, n).permutation(len(va))[: quota(self.recipe.val_samples, n, k)]
         return va.subset(order)
 
     def validation_check(self, panel: Panel, val_rows: np.ndarray) -> dict:
@@ -310,11 +317,12 @@ class LMForecaster:
 
     # ------------------------------------------------------------------ training (the engine does it)
     def fit(self, panel: Panel, train_rows: np.ndarray, val_rows: np.ndarray, state_dir: str | Path | None = None,
-            resume: str | Path | None = None) -> LMForecaster:
-        """Fit the profile on training rows and run the recipe's phases (see `trafficcore.training.engine`)."""
+            resume: str | Path | None = None, shards: int | None = None) -> LMForecaster:
+        """Fit the profile on training rows and run the recipe's phases (see `trafficcore.training.engine`;
+        `shards`: detector shards of the sampler, by default one per `torchrun` rank)."""
         from trafficcore.training.engine import fit_recipe
 
-        fit_recipe(self, panel, train_rows, val_rows, state_dir=state_dir, resume=resume)
+        fit_recipe(self, panel, train_rows, val_rows, state_dir=state_dir, resume=resume, shards=shards)
         return self
 
     def update(self, panel: Panel, train_rows: np.ndarray, val_rows: np.ndarray, steps: int, lr: float,

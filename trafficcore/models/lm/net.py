@@ -140,8 +140,12 @@ def quantiles_from_raw(raw: torch.Tensor) -> torch.Tensor:
 QUANTILE_LEVELS = torch.tensor([0.1, 0.5, 0.9])
 
 
-def pinball(q: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean pinball loss over known targets; q (B, S, 3), y (B, S) with NaN for unknown."""
+def pinball(q: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None,
+            known_total: float | None = None) -> torch.Tensor:
+    """Mean pinball loss over known targets; q (B, S, 3), y (B, S) with NaN for unknown.
+
+    `known_total`: divide by this count of known targets instead of the batch's own, e.g. the count of the
+    whole optimiser step when this batch is one rank's share of it (`trafficcore.training.engine`)."""
     known = torch.isfinite(y)
     e = torch.nan_to_num(y)[..., None] - q
     tau = QUANTILE_LEVELS.to(q.device, q.dtype)
@@ -149,6 +153,8 @@ def pinball(q: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None
     w = known.to(q.dtype)
     if weight is not None:
         w = w * weight[:, None]
+    if known_total is not None:
+        return (loss * w).sum() / max(float(known_total), 1.0)
     return (loss * w).sum() / known.sum().clamp_min(1)
 
 
