@@ -103,7 +103,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="folder for the trained model (config.json + safetensors)")],
     model: Annotated[str, typer.Option("--model", help="lm, or a baseline name from the registry")] = "lm",
     preset: Annotated[str, typer.Option("--preset", help="training recipe: quick | full (CPU) | gpu | demo | "
-                                                         "demo-notes, or a recipe JSON file (Recipe.to_dict)")] = "quick",
+                                                         "demo-notes, or a recipe JSON file")] = "quick",
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     db: Annotated[Path | None, typer.Option("--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/)")] = None,
     backbone: Annotated[Path | None, typer.Option("--backbone", help="local Hugging Face model folder")] = None,
