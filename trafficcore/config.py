@@ -80,3 +80,33 @@ def api_body_timeout_s() -> float:
     """Time limit for reading one request body (see `trafficcore.api.limits`: a body that never ends)."""
     raw = os.environ.get("TRAFFICCORE_API_BODY_TIMEOUT_S")
     return float(raw) if raw else DEFAULT_API_BODY_TIMEOUT_S
+
+
+#: Thresholds of the drift and decay alerts (`trafficcore.live.alerts`; each can be overridden per call). The
+#: defaults were chosen so that a replayed normal week of SCATS (Boroondara, October 2006) raises none of them,
+#: while a detector halved mid-week is flagged within two hours (docs/LIVE.md, "Live accuracy and drift").
+MONITOR_THRESHOLDS: dict[str, float] = {
+    # accuracy decay: the serving model's MAE over the trailing `rolling_hours` (mean over horizons, as the
+    # validation MAE it recorded) above that validation MAE by `decay_margin` (0.25: 25%) for `decay_hours`
+    "decay_margin": 0.25,
+    "decay_hours": 6,
+    # band calibration: P10-P90 coverage over the trailing `rolling_hours` outside [low, high] for `coverage_hours`
+    "coverage_low": 0.70,
+    "coverage_high": 0.90,
+    "coverage_hours": 6,
+    "rolling_hours": 24,
+    # a rolling window counts only with scored forecasts in at least this many of its hours
+    "min_hours": 12,
+    # detector drift: the readings of the last `drift_window_min` minutes against the detector's own typical day
+    # (`profile_days` before today), relative to the other detectors; alert when their level leaves the range the
+    # detector showed over those days (its `drift_quantile` to 1 - `drift_quantile` quantiles) by more than
+    # `drift_margin` (0.5: below 1/1.5 of its lowest or above 1.5 times its highest ratio), or when their variation
+    # from one interval to the next falls below `drift_flat_ratio` of its lowest (flat-lining). Windows whose
+    # typical reading is below `drift_min_typical` (reading units: vehicles per interval for counts) are skipped:
+    # at night a handful of vehicles more or less is no shift
+    "drift_window_min": 120,
+    "drift_quantile": 0.02,
+    "drift_margin": 0.5,
+    "drift_flat_ratio": 0.25,
+    "drift_min_typical": 25.0,
+}

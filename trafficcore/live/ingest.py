@@ -179,12 +179,14 @@ def write_lock(store: Store) -> threading.Lock:
 
 
 def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source: str = "api",
-                        first_row: int = 1, file_sha256: str | None = None) -> IngestResult:
+                        first_row: int = 1, file_sha256: str | None = None, score: bool = True) -> IngestResult:
     """Validate a batch of readings (detector_id, ts, value) and upsert it in one transaction.
 
     Raises `DataError` (source, row, column) and writes nothing when any reading is bad. See the
     module docstring for idempotency and late data. `file_sha256`: the digest of the file the batch
     came from (the watcher's key, logged in its own column: `source` is free text a client chooses).
+    With `score`, the live forecasts whose targets the new readings observe are scored afterwards
+    (`trafficcore.live.monitor`; a failure there is logged, the batch stays stored).
     """
     with write_lock(store), store.connect() as con:
         clean, _ = validate_batch(store, dataset, frame, source, first_row, con)
@@ -237,6 +239,11 @@ def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source:
             raise
         if len(changed):
             _LIVE.patch(store, dataset, changed[["detector_id", "ts", "value"]], con)
+            if score:
+                from trafficcore.live.monitor import score_quietly
+
+                score_quietly(store, dataset, sorted(changed["detector_id"].unique()), changed["ts"].min(),
+                              changed["ts"].max(), con=con)
     result.written = len(changed)
     result.late = int(changed["late"].fillna(False).astype(bool).sum()) if len(changed) else 0
     return result
@@ -404,6 +411,11 @@ def refresh_forecasts(store: Store, dataset: str, detector_ids=None, at=None) ->
     out.insert(0, "run_id", run_id)
     with write_lock(store):
         store.write_frame("forecasts", out, dataset)
+    if len(out) and panel.times[-1] >= out["target_ts"].min():  # targets already observed (a late issue, a
+        from trafficcore.live.monitor import score_quietly  # partly delivered interval) are scored at once
+
+        score_quietly(store, dataset, sorted(out["detector_id"].unique()), out["target_ts"].min(),
+                      out["target_ts"].max())
     return out
 
 
