@@ -1,4 +1,5 @@
-"""Live: the newest readings, the forecasts re-issued from them and the current alerts, refreshing by itself.
+"""Live: the newest readings, the forecasts re-issued from them, the current alerts and how accurate the served
+forecasts are (pages/_monitor.py), refreshing by itself.
 
 Readings arrive through `trafficcore ingest`, the API's /observations or `trafficcore replay`; this page
 only reads what they stored (trafficcore.live), so it can stay open beside them. The part below the
@@ -12,6 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _shared as sh
+from pages._monitor import accuracy_section
 from trafficcore.live import alerts as la
 from trafficcore.live import ingest as li
 from trafficcore.ui.safe import md, plot_text
@@ -84,6 +86,8 @@ def live_view() -> None:
             st.dataframe(view, hide_index=True, width="stretch", key="live_alerts",
                          column_config={"start_ts": st.column_config.DatetimeColumn("from", format="YYYY-MM-DD HH:mm"),
                                         "end_ts": st.column_config.DatetimeColumn("to", format="YYYY-MM-DD HH:mm")})
+
+        accuracy_section(store, dataset)
 
         st.subheader("Latest forecasts")
         if fc.empty:

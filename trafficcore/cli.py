@@ -241,6 +241,7 @@ def _register_subcommands() -> None:
     from trafficcore.evaluation.cli import benchmark
     from trafficcore.live.cli import ingest_cmd, replay_cmd
     from trafficcore.live.models_cli import models_app, update
+    from trafficcore.live.monitor_cli import monitor_cmd
     from trafficcore.signal.cli import app as signal_app
     from trafficcore.training.cli import forecast, train
 
@@ -253,6 +254,7 @@ def _register_subcommands() -> None:
     app.add_typer(models_app, name="models")
     app.command("ingest")(ingest_cmd)
     app.command("replay")(replay_cmd)
+    app.command("monitor")(monitor_cmd)
 
 
 _register_subcommands()

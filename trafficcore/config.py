@@ -65,6 +65,13 @@ def api_tokens() -> list[str]:
     return list(API_TOKENS)
 
 
+def metrics_tokens() -> list[str]:
+    """Scrape tokens for `GET /metrics` only (TRAFFICCORE_METRICS_TOKENS, comma-separated): a Prometheus server can
+    read the service's metrics without holding a token that may also ingest readings. API tokens work there too."""
+    env = os.environ.get("TRAFFICCORE_METRICS_TOKENS", "")
+    return [t.strip() for t in env.split(",") if t.strip()]
+
+
 def api_max_body_bytes() -> int:
     """Request-body limit of the API, from TRAFFICCORE_API_MAX_BODY_MB (megabytes) or the default."""
     raw = os.environ.get("TRAFFICCORE_API_MAX_BODY_MB")

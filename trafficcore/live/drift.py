@@ -28,7 +28,7 @@ from trafficcore.live.alerts import alert_row, trailing_run
 #: Fewest valid history windows a detector needs before its range means anything (two days' worth of 2 h windows).
 MIN_HISTORY_WINDOWS = 24
 #: Added to the window's variation ratio before taking logs (a perfectly flat window is log(EPS), not -inf).
-EPS = 0.01
+EPS = 0.001
 
 
 # ------------------------------------------------------------------------------------------ accuracy
@@ -83,8 +83,9 @@ def window_rows(panel: Panel, th: dict) -> int:
 def _window_stats(v: np.ndarray, t: np.ndarray, w: int, min_typical: float) -> tuple[np.ndarray, np.ndarray]:
     """Per window of `w` rows ending at each row from w-1 on (shape (H-w+1, D)): the log level ratio
     log((sum v + c) / (sum t + c)), c = `min_typical`, less its median over the detectors in the same window,
-    and the log variation log(sum |dv| / (sum v + c) + EPS); NaN where fewer than half the readings (with a
-    typical value) are known or the typical mean is below `min_typical`.
+    and the log variation log(mean |dv| / mean v + EPS) over steps between consecutive readings; NaN where fewer
+    than half the readings (with a typical value; for the variation, half the steps) are known or the typical
+    mean is below `min_typical`.
 
     Why less the median: traffic on every road moves together (a wet evening, a school holiday, a
     Friday); what marks one detector as drifting is moving away from the others. Removing the
@@ -100,13 +101,18 @@ def _window_stats(v: np.ndarray, t: np.ndarray, w: int, min_typical: float) -> t
         c = np.cumsum(np.vstack([np.zeros((1, a.shape[1])), a]), axis=0)
         return c[w:] - c[:-w]
 
+    pair = np.zeros_like(vv)
+    pair[1:] = both
     n, sv, st = win(ok.astype(float)), win(vv), win(tt)
-    sd = win(dv) - dv[: len(dv) - w + 1]  # a window's first difference reaches the row before it: not counted
+    # a window's first difference reaches the row before it: not counted
+    sd, nd = win(dv) - dv[: len(dv) - w + 1], win(pair) - pair[: len(pair) - w + 1]
     c = float(min_typical)
     valid = (n >= w / 2) & (st / np.maximum(n, 1) >= c)
     with np.errstate(invalid="ignore", divide="ignore"):
         level = np.where(valid, np.log((sv + c) / (st + c)), np.nan)
-        variation = np.where(valid, np.log(np.maximum(sd, 0.0) / (sv + c) + EPS), np.nan)
+        # mean step between consecutive readings over the mean reading; a gap breaks the chain of steps
+        rough = (np.maximum(sd, 0.0) / np.maximum(nd, 1)) / ((sv + c) / np.maximum(n, 1))
+        variation = np.where(valid & (nd >= (w - 1) / 2), np.log(rough + EPS), np.nan)
     with warnings.catch_warnings():  # a window where no detector is valid has no median: stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         common = np.nanmedian(level, axis=1, keepdims=True) if level.shape[1] else 0.0

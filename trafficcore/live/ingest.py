@@ -23,7 +23,9 @@ change made by another process (seen through a cheap stamp query) reloads it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -48,6 +50,7 @@ REQUIRED = ("detector_id", "ts", "value")
 #: A frame may carry each record's row number (as its sender counts rows) for error messages.
 ROW_COLUMN = "row"
 LIVE_RUN_PREFIX = "live:"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -188,8 +191,14 @@ def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source:
     With `score`, the live forecasts whose targets the new readings observe are scored afterwards
     (`trafficcore.live.monitor`; a failure there is logged, the batch stays stored).
     """
+    t0 = time.perf_counter()
     with write_lock(store), store.connect() as con:
-        clean, _ = validate_batch(store, dataset, frame, source, first_row, con)
+        try:
+            clean, _ = validate_batch(store, dataset, frame, source, first_row, con)
+        except DataError as e:
+            log.info("ingest_rejected", extra={"dataset": dataset, "source": source, "received": _length(frame),
+                                               "row": e.row, "column": e.column, "error": e.message})
+            raise
         bid = batch_id(clean)
         result = IngestResult(
             batch_id=bid, dataset=dataset, source=source, received=len(frame), written=0, late=0,
@@ -202,6 +211,7 @@ def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source:
             if seen:
                 con.execute("ROLLBACK")
                 result.duplicate_batch = True
+                _log_batch(result, time.perf_counter() - t0)
                 return result
             con.register("_incoming", clean)
             changed = con.execute(
@@ -246,7 +256,21 @@ def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source:
                               changed["ts"].max(), con=con)
     result.written = len(changed)
     result.late = int(changed["late"].fillna(False).astype(bool).sum()) if len(changed) else 0
+    _log_batch(result, time.perf_counter() - t0)
     return result
+
+
+def _length(frame) -> int | None:
+    try:
+        return len(frame)
+    except TypeError:
+        return None
+
+
+def _log_batch(result: IngestResult, seconds: float) -> None:
+    """One structured log line per batch taken in (see `trafficcore.logs`)."""
+    log.info("ingest_batch", extra={**result.to_dict(), "detectors": len(result.detectors),
+                                    "seconds": round(seconds, 4)})
 
 
 # ----------------------------------------------------------------------------------------------- live cache
@@ -395,6 +419,7 @@ def refresh_forecasts(store: Store, dataset: str, detector_ids=None, at=None) ->
     from trafficcore.data.windows import build_samples
     from trafficcore.models.base import forecast_frame
 
+    t0 = time.perf_counter()
     model, info = live_model(store, dataset)
     panel = live_panel(store, dataset)
     ids = list(dict.fromkeys(detector_ids)) if detector_ids is not None and len(detector_ids) else None
@@ -416,6 +441,9 @@ def refresh_forecasts(store: Store, dataset: str, detector_ids=None, at=None) ->
 
         score_quietly(store, dataset, sorted(out["detector_id"].unique()), out["target_ts"].min(),
                       out["target_ts"].max())
+    log.info("forecasts_issued", extra={"dataset": dataset, "run_id": run_id, "issued_at": issued,
+                                        "detectors": int(out["detector_id"].nunique()), "rows": len(out),
+                                        "seconds": round(time.perf_counter() - t0, 4)})
     return out
 
 

@@ -48,6 +48,11 @@ def _floor_hour(ts) -> pd.Timestamp:
     return pd.Timestamp(ts).floor("h")
 
 
+def _df(store: Store, con, sql: str, params: list) -> pd.DataFrame:
+    """A query on `con` when given (a page reading several views at once opens one connection), else the store's."""
+    return store.query(sql, params) if con is None else con.execute(sql, params).df()
+
+
 # ------------------------------------------------------------------------------------------ scoring
 def score(store: Store, dataset: str, detector_ids=None, first_ts=None, last_ts=None, con=None) -> int:
     """Recompute the accuracy buckets of `detector_ids` (all when None) over the hours covering target times
@@ -143,17 +148,17 @@ def rescore(store: Store, dataset: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def window_end(store: Store, dataset: str, end=None) -> pd.Timestamp | None:
+def window_end(store: Store, dataset: str, end=None, con=None) -> pd.Timestamp | None:
     """The newest hour a window reaches: the hour of `end` (default: of the newest reading); None without readings."""
     if end is None:
-        end = store.query("SELECT max(ts) AS t FROM observations WHERE dataset = ?", [dataset])["t"].iloc[0]
+        end = _df(store, con, "SELECT max(ts) AS t FROM observations WHERE dataset = ?", [dataset])["t"].iloc[0]
         if end is None or pd.isna(end):
             return None
     return _floor_hour(end)
 
 
 def accuracy(store: Store, dataset: str, hours: int = 24, by=("run_id", "horizon_min"), end=None,
-             run_id: str | None = None) -> pd.DataFrame:
+             run_id: str | None = None, con=None) -> pd.DataFrame:
     """MAE, WAPE and P10-P90 coverage of the served forecasts whose targets lie in the last `hours` hours up to
     `end` (default: the newest reading), grouped `by` any of GROUPS; columns `by` + n, mae, wape,
     coverage_p10_p90 (+ abs_err, abs_obs, inside, the sums). `run_id` limits it to one live run."""
@@ -161,7 +166,7 @@ def accuracy(store: Store, dataset: str, hours: int = 24, by=("run_id", "horizon
     wrong = [g for g in by if g not in GROUPS]
     if wrong:
         raise ValueError(f"cannot group accuracy by {wrong}; choose from {list(GROUPS)}")
-    last = window_end(store, dataset, end)
+    last = window_end(store, dataset, end, con)
     cols = [*by, *METRIC_COLUMNS, "abs_err", "abs_obs", "inside"]
     if last is None:
         return pd.DataFrame(columns=cols)
@@ -173,7 +178,7 @@ def accuracy(store: Store, dataset: str, hours: int = 24, by=("run_id", "horizon
         params.append(run_id)
     sums = ", ".join(f"sum({c}) AS {c}" for c in ERROR_SUMS)
     group = f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}" if by else ""
-    df = store.query(f"SELECT {select + ', ' if by else ''}{sums} FROM {TABLE} WHERE {where}{group}", params)
+    df = _df(store, con, f"SELECT {select + ', ' if by else ''}{sums} FROM {TABLE} WHERE {where}{group}", params)
     df = df[df["n"].fillna(0) > 0].reset_index(drop=True)
     return with_rates(df)[cols]
 
@@ -189,19 +194,19 @@ def with_rates(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def rolling(store: Store, dataset: str, run_id: str, window_hours: int = 24, span_hours: int = 24, end=None,
-            horizons: list[int] | None = None) -> pd.DataFrame:
+            horizons: list[int] | None = None, con=None) -> pd.DataFrame:
     """The run's accuracy over the trailing `window_hours`, evaluated at the end of each of the last `span_hours`
     hours up to `end`: columns hour_ts, hours_scored (hours of the window holding scored pairs), n, mae (mean over
     horizons of each horizon's MAE, as a model's recorded validation MAE is), coverage_p10_p90 (pooled)."""
-    last = window_end(store, dataset, end)
+    last = window_end(store, dataset, end, con)
     out_cols = ["hour_ts", "hours_scored", "n", "mae", "coverage_p10_p90"]
     if last is None:
         return pd.DataFrame(columns=out_cols)
     first = last - pd.Timedelta(hours=int(span_hours) + int(window_hours) - 2)
-    df = store.query(
-        f"""SELECT hour_ts, horizon_min, sum(n) AS n, sum(abs_err) AS abs_err, sum(inside) AS inside FROM {TABLE}
-            WHERE dataset = ? AND run_id = ? AND hour_ts BETWEEN ? AND ? GROUP BY hour_ts, horizon_min""",
-        [dataset, run_id, first.to_pydatetime(), last.to_pydatetime()])
+    df = _df(store, con,
+             f"""SELECT hour_ts, horizon_min, sum(n) AS n, sum(abs_err) AS abs_err, sum(inside) AS inside FROM {TABLE}
+                 WHERE dataset = ? AND run_id = ? AND hour_ts BETWEEN ? AND ? GROUP BY hour_ts, horizon_min""",
+             [dataset, run_id, first.to_pydatetime(), last.to_pydatetime()])
     grid = pd.date_range(first, last, freq="h")
     hs = sorted(set(df["horizon_min"].astype(int))) if horizons is None else list(horizons)
     if df.empty or not hs:
@@ -232,10 +237,10 @@ def rolling(store: Store, dataset: str, run_id: str, window_hours: int = 24, spa
 
 
 # ------------------------------------------------------------------------------------------ what it is compared with
-def serving_run(store: Store, dataset: str) -> str | None:
+def serving_run(store: Store, dataset: str, con=None) -> str | None:
     """The live run that issued the dataset's newest forecasts (`live:<model>`), or None."""
-    row = store.query("SELECT arg_max(run_id, issued_at) AS r FROM forecasts WHERE dataset = ? "
-                      "AND run_id LIKE 'live:%'", [dataset])
+    row = _df(store, con, "SELECT arg_max(run_id, issued_at) AS r FROM forecasts WHERE dataset = ? "
+                          "AND run_id LIKE 'live:%'", [dataset])
     r = row["r"].iloc[0] if len(row) else None
     return None if r is None or (not isinstance(r, str) and pd.isna(r)) else str(r)
 
@@ -289,23 +294,24 @@ def _records(df: pd.DataFrame) -> list[dict]:
 def report(store: Store, dataset: str, end=None, top_sites: int = 10) -> dict:
     """Live accuracy of a dataset as plain data (what `trafficcore monitor --json` prints): per window (WINDOWS),
     by run, by run and horizon, the worst sites and by hour of day; the serving run and its reference MAE."""
-    last = window_end(store, dataset, end)
-    run = serving_run(store, dataset)
-    ref = reference(store, dataset, run)
-    out: dict = {"dataset": dataset, "window_end_hour": None if last is None else last.isoformat(),
-                 "serving_run": run, "reference": ref, "windows": {}}
-    for label, hours in WINDOWS.items():
-        first = None if last is None else last - pd.Timedelta(hours=hours - 1)
-        by_run = accuracy(store, dataset, hours, ["run_id"], end)
-        sites = accuracy(store, dataset, hours, ["site_id"], end, run_id=run)
-        sites = sites.sort_values("mae", ascending=False, kind="stable").head(top_sites)
-        out["windows"][label] = {
-            "hours": hours, "first_hour": None if first is None else first.isoformat(),
-            "by_run": _records(by_run),
-            "by_horizon": _records(accuracy(store, dataset, hours, ["run_id", "horizon_min"], end)),
-            "worst_sites": _records(sites),
-            "by_hour_of_day": _records(accuracy(store, dataset, hours, ["hour_of_day"], end, run_id=run)),
-        }
+    with store.connect() as con:
+        last = window_end(store, dataset, end, con)
+        run = serving_run(store, dataset, con)
+        out: dict = {"dataset": dataset, "window_end_hour": None if last is None else last.isoformat(),
+                     "serving_run": run, "reference": None, "windows": {}}
+        for label, hours in WINDOWS.items():
+            first = None if last is None else last - pd.Timedelta(hours=hours - 1)
+            sites = accuracy(store, dataset, hours, ["site_id"], last, run_id=run, con=con)
+            sites = sites.sort_values("mae", ascending=False, kind="stable").head(top_sites)
+            out["windows"][label] = {
+                "hours": hours, "first_hour": None if first is None else first.isoformat(),
+                "by_run": _records(accuracy(store, dataset, hours, ["run_id"], last, con=con)),
+                "by_horizon": _records(accuracy(store, dataset, hours, ["run_id", "horizon_min"], last, con=con)),
+                "worst_sites": _records(sites),
+                "by_hour_of_day": _records(accuracy(store, dataset, hours, ["hour_of_day"], last, run_id=run,
+                                                    con=con)),
+            }
+    out["reference"] = reference(store, dataset, run)
     return out
 
 
