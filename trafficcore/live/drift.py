@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 from trafficcore.data.panel import Panel
 from trafficcore.data.profile import daytype_slot, slot_means, slots_per_day
@@ -81,16 +82,18 @@ def window_rows(panel: Panel, th: dict) -> int:
 
 
 def _window_stats(v: np.ndarray, t: np.ndarray, w: int, min_typical: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per window of `w` rows ending at each row from w-1 on (shape (H-w+1, D)): the log level ratio
-    log((sum v + c) / (sum t + c)), c = `min_typical`, less its median over the detectors in the same window,
-    and the log variation log(mean |dv| / mean v + EPS) over steps between consecutive readings; NaN where fewer
-    than half the readings (with a typical value; for the variation, half the steps) are known or the typical
-    mean is below `min_typical`.
+    """Per window of `w` rows ending at each row from w-1 on (shape (H-w+1, D)): the log level ratio, the median
+    over the window's readings of log((v + c) / (t + c)), c = `min_typical`, less its median over the detectors
+    in the same window; and the log variation log(mean |dv| / mean v + EPS) over steps between consecutive
+    readings. NaN where fewer than half the readings (with a typical value; for the variation, half the steps)
+    are known or the typical mean is below `min_typical`.
 
-    Why less the median: traffic on every road moves together (a wet evening, a school holiday, a
+    Why a median over the window: a level shift is sustained; a spike of two readings (an incident,
+    which `band_exceedance` reports) moves the median of eight readings little. Why less the median
+    over detectors: traffic on every road moves together (a wet evening, a school holiday, a
     Friday); what marks one detector as drifting is moving away from the others. Removing the
-    common part narrows each detector's historical range about twofold on SCATS, so a halved
-    count stands out of it."""
+    common part narrows each detector's historical range about twofold on SCATS, so a halved count
+    stands out of it."""
     ok = np.isfinite(v) & np.isfinite(t)
     vv, tt = np.where(ok, v, 0.0), np.where(ok, t, 0.0)
     dv = np.zeros_like(vv)
@@ -108,8 +111,10 @@ def _window_stats(v: np.ndarray, t: np.ndarray, w: int, min_typical: float) -> t
     sd, nd = win(dv) - dv[: len(dv) - w + 1], win(pair) - pair[: len(pair) - w + 1]
     c = float(min_typical)
     valid = (n >= w / 2) & (st / np.maximum(n, 1) >= c)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        level = np.where(valid, np.log((sv + c) / (st + c)), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: NaN, as wanted
+        ratio = np.where(ok, np.log((vv + c) / (tt + c)), np.nan)
+        level = np.where(valid, np.nanmedian(sliding_window_view(ratio, w, axis=0), axis=-1), np.nan)
         # mean step between consecutive readings over the mean reading; a gap breaks the chain of steps
         rough = (np.maximum(sd, 0.0) / np.maximum(nd, 1)) / ((sv + c) / np.maximum(n, 1))
         variation = np.where(valid & (nd >= (w - 1) / 2), np.log(rough + EPS), np.nan)
