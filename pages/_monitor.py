@@ -60,7 +60,7 @@ def _rollback(store, dataset: str, view: um.AccuracyView) -> None:
         if st.button("Roll back now", type="primary", key="live_rollback"):
             done = registry.rollback(store, dataset)
             st.session_state["live_rolled_back"] = f"Rolled back {done['from']} → {done['to']}."
-            st.rerun(scope="fragment")
+            st.rerun()  # the section redraws with the version now promoted
 
 
 def accuracy_section(store, dataset: str) -> None:
