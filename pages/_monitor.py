@@ -105,3 +105,31 @@ def accuracy_section(store, dataset: str) -> None:
         st.markdown("**By hour of day, last 7 days**")
         st.dataframe(um.for_display(view.by_hour).round(2), hide_index=True, width="stretch", key="live_acc_hours")
     _rollback(store, dataset, view)
+
+
+def served_section(ctx, rep: dict | None) -> None:
+    """The Model report's "served forecasts, last 7 days" table: live accuracy per horizon of the selected dataset,
+    beside the benchmark report's MAE when the report is about that dataset (or the dataset replays it)."""
+    from pages import _shared as sh
+    from trafficcore.ui import report as ur
+
+    st.subheader("Served forecasts, last 7 days")
+    if ctx is None:
+        st.caption("Load a dataset to see how its served forecasts did.")
+        return
+    with sh.guarded("served forecasts"):
+        bench = None
+        if rep is not None:
+            src = str(rep.get("dataset") or "")
+            if src and (src == ctx.dataset or str(ctx.info.get("description") or "").startswith(f"Replay of {src} ")):
+                bench = ur.results_frame(rep)
+        table = um.served_vs_benchmark(ctx.store, ctx.dataset, bench)
+        if table.empty:
+            st.caption(f"No served forecast of {md(ctx.dataset)} has been scored in the last 7 days (live forecasts "
+                       "are scored as their readings arrive: `trafficcore ingest`, the API or `trafficcore replay`).")
+            return
+        st.caption("MAE of the forecasts the live service issued, scored against the readings that followed "
+                   "(`trafficcore monitor`)" + (", beside the benchmark's MAE on its test days." if bench is not None
+                                                else "; select a benchmark report of this dataset to compare."))
+        st.dataframe(table.round(3), hide_index=True, width="stretch", key="rep_served")
+

@@ -77,3 +77,24 @@ def test_accuracy_section_before_anything_was_scored(monkeypatch, tmp_path):
     at = page(store, monkeypatch, tmp_path)
     assert "No served forecast has been scored yet" in texts(at)
     assert "no earlier promoted model version" in texts(at)
+
+
+def test_model_report_shows_served_forecasts_beside_the_benchmark(served, monkeypatch, tmp_path):
+    import json
+
+    report = {"dataset": "town", "protocol": "standard", "run_date": "2026-12-01T10:00:00+00:00",
+              "results": [{"model": "gbt", "horizon_min": h, "mae": 1.5 + h / 100} for h in (15, 30, 45)]}
+    (tmp_path / "town.json").write_text(json.dumps(report))
+    monkeypatch.setenv("TRAFFICCORE_DB", str(served.path))
+    monkeypatch.setenv("TRAFFICCORE_REPORTS", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.query_params.update({"dataset": "town"})
+    at.run()
+    at.switch_page("pages/model_report.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Served forecasts, last 7 days" in texts(at)
+    table = frame_with(at, "served: ha-newer").set_index("horizon (min)")
+    want = monitor.accuracy(served, "town", 168, ["horizon_min"]).set_index("horizon_min")
+    assert table["served: ha-newer"].round(3).to_dict() == want["mae"].round(3).to_dict()
+    assert table.loc[15, "benchmark: gbt"] == pytest.approx(1.65)
+    assert table.loc[15, "forecasts scored"] == want.loc[15, "n"]
