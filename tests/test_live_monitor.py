@@ -241,3 +241,42 @@ def test_drift_ranges_need_history(tmp_path):
     halved = readings("2025-03-05 00:00", {d: 1.0 for d in DETECTORS})
     ingest_observations(store, "town", halved)
     assert current_alerts(store, "town", kinds=MONITOR_KINDS).empty
+
+
+def test_ingest_command_writes_one_json_line_per_batch(tmp_path):
+    import subprocess
+    import sys
+
+    store = live_store(Store(tmp_path / "log.duckdb"))
+    good, bad = tmp_path / "a.csv", tmp_path / "b.csv"
+    readings("2025-03-17 00:00").rename(columns={"ts": "timestamp"}).to_csv(good, index=False)
+    readings("2025-03-17 00:07").rename(columns={"ts": "timestamp"}).to_csv(bad, index=False)  # off the grid
+    res = subprocess.run([sys.executable, "-m", "trafficcore.cli", "ingest", "--dataset", "town", "--log-format",
+                          "json", "--no-forecasts", "--db", str(store.path), str(good), str(bad)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    events = [json.loads(line) for line in res.stderr.splitlines() if line.startswith("{")]
+    batch, refused = events[0], events[1]
+    assert batch["event"] == "ingest_batch" and batch["dataset"] == "town" and batch["written"] == 6
+    assert batch["first_ts"] == "2025-03-17T00:00:00" and batch["logger"] == "trafficcore.live.ingest"
+    assert refused["event"] == "ingest_rejected" and refused["column"] == "ts" and refused["level"] == "info"
+    assert "ingested" in res.stdout  # the human lines stay on stdout
+
+
+def test_json_formatter():
+    import logging
+
+    from trafficcore.logs import JsonFormatter
+
+    rec = logging.LogRecord("trafficcore.x", logging.WARNING, __file__, 1, "thing_happened", None, None)
+    rec.count, rec.ratio, rec.when, rec.ids = np.int64(3), float("nan"), pd.Timestamp("2025-01-01 08:00"), ["a"]
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["event"] == "thing_happened" and out["level"] == "warning" and out["logger"] == "trafficcore.x"
+    assert out["count"] == 3 and out["ratio"] is None and out["when"] == "2025-01-01T08:00:00" and out["ids"] == ["a"]
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        import sys
+
+        rec.exc_info = sys.exc_info()
+    assert "RuntimeError: boom" in json.loads(JsonFormatter().format(rec))["exc"]
