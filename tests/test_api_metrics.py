@@ -138,6 +138,8 @@ def test_each_app_has_its_own_registry(tmp_path):
     try:
         with TestClient(apps[0]) as a, TestClient(apps[1]) as b:
             assert a.get("/health").status_code == 200
+            for i in range(3):  # invented paths and methods share one series: a client cannot grow the registry
+                a.request("BREW", f"/coffee/{i}")
             first = a.get("/metrics", headers=AUTH).text
             second = b.get("/metrics", headers=AUTH).text
     finally:
@@ -150,3 +152,6 @@ def test_each_app_has_its_own_registry(tmp_path):
                    and s.labels.get("route") == "/health")
 
     assert health(first) == 1 and health(second) == 0
+    odd = [(s.labels["route"], s.labels["method"], s.value) for f in text_string_to_metric_families(first)
+           for s in f.samples if s.name == "trafficcore_http_requests_total" and s.labels["route"] != "/health"]
+    assert odd == [("unmatched", "other", 3.0)]

@@ -45,6 +45,7 @@ log = logging.getLogger("trafficcore.api")
 #: Latency buckets (seconds): a warm /forecast answers in milliseconds, an explanation in seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REFRESH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 class ServiceMetrics:
@@ -178,10 +179,12 @@ class RequestMetrics:
         finally:
             seconds = time.perf_counter() - t0
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.observe_request(route, scope.get("method", ""), status, seconds)
+            method = str(scope.get("method", ""))
+            # labels only from bounded sets: a client inventing methods or paths must not create time series
+            self.metrics.observe_request(route, method if method in METHODS else "other", status, seconds)
             client = scope.get("client")
             access_log.info("http_request", extra={
-                "method": scope.get("method"), "route": route, "path": scope.get("path"), "status": status,
+                "method": method[:16], "route": route, "path": str(scope.get("path", ""))[:200], "status": status,
                 "duration_ms": round(seconds * 1000, 2), "client": client[0] if client else None})
 
 
