@@ -280,3 +280,20 @@ def test_json_formatter():
 
         rec.exc_info = sys.exc_info()
     assert "RuntimeError: boom" in json.loads(JsonFormatter().format(rec))["exc"]
+
+
+def test_a_shift_that_persists_stays_flagged_days_later(tmp_path):
+    """The halved days enter the detector's history, but too far from its usual level to widen its range."""
+    from live_data import city
+
+    tables = city(days=18)
+    obs = tables.observations
+    hit = (obs["detector_id"] == "Y:S") & (obs["ts"] >= pd.Timestamp("2025-03-15 12:00"))
+    tables.observations = obs.assign(value=np.where(hit, np.round(obs["value"] * 0.5), obs["value"]))
+    store = Store(tmp_path / "persist.duckdb")
+    store.ingest("town", tables)
+    for at in ("2025-03-15 14:00", "2025-03-16 12:00", "2025-03-18 12:00"):
+        found = current_alerts(store, "town", at=at, kinds=["detector_drift"])
+        assert found["detector_id"].tolist() == ["Y:S"], at
+    # without trimming the history, the first shifted day already hides it the day after
+    assert current_alerts(store, "town", at="2025-03-18 12:00", kinds=["detector_drift"], drift_trim=1e9).empty
