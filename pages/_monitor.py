@@ -52,7 +52,7 @@ def _rollback(store, dataset: str, view: um.AccuracyView) -> None:
         r = served.get(run)
         return f"served MAE {r['mae']:.2f} over {r['n']:,} forecasts (7 days)" if r else "not served in the last 7 days"
 
-    with st.popover(f"Roll back to {target['to']}", icon=":material/history:"):
+    with st.popover(f"Roll back to {md(target['to'])}", icon=":material/history:"):
         st.markdown(f"**Current:** {md(target['from'])}: {live(target['from'])}  \n"
                     f"**Previous:** {md(target['to'])}: {live(target['to'])}")
         st.caption("Re-promotes the previous version (as `trafficcore models rollback`); forecasts issued from now "
