@@ -1,4 +1,5 @@
-"""Live: the newest readings, the forecasts re-issued from them and the current alerts, refreshing by itself.
+"""Live: the newest readings, the forecasts re-issued from them, the current alerts and how accurate the served
+forecasts are (pages/_monitor.py), refreshing by itself.
 
 Readings arrive through `trafficcore ingest`, the API's /observations or `trafficcore replay`; this page
 only reads what they stored (trafficcore.live), so it can stay open beside them. The part below the
@@ -12,6 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _shared as sh
+from pages._monitor import accuracy_section
 from trafficcore.live import alerts as la
 from trafficcore.live import events as lev
 from trafficcore.live import ingest as li
@@ -108,6 +110,7 @@ def live_view() -> None:
                                         "end_ts": st.column_config.DatetimeColumn("to", format="YYYY-MM-DD HH:mm")})
 
         _events_section(store, dataset)
+        accuracy_section(store, dataset)
 
         st.subheader("Latest forecasts")
         if fc.empty:

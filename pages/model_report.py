@@ -1,5 +1,6 @@
 """Model report: accuracy per horizon against the baselines, ablations and P10-P90 coverage from the newest
-benchmark report, plus the training runs recorded in the store."""
+benchmark report, the served forecasts' accuracy over the last 7 days beside it, plus the training runs recorded in
+the store."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from pages import _shared as sh
+from pages._monitor import served_section
 from trafficcore.errors import DataError
 from trafficcore.ui import SYNTHETIC_LABEL
 from trafficcore.ui import report as ur
@@ -106,6 +108,8 @@ else:
     if not timing.empty:
         with st.expander("Timing"):
             st.dataframe(timing, hide_index=True, width="stretch")
+
+served_section(ctx, rep if names else None)
 
 st.subheader("Training runs")
 with sh.guarded("training runs"):

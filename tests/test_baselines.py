@@ -298,3 +298,13 @@ def test_gbt_leave_own_out_is_saved_and_trains(city, tmp_path):
     assert back.leave_own_out is True
     s = build_samples(panel, split.test[:8], spec=m.spec, neighbour_idx=neighbour_index(panel, m.spec))
     assert np.allclose(m.predict_samples(panel, s), back.predict_samples(panel, s))
+
+
+@pytest.mark.parametrize("name", ["persistence", "seasonal_naive", "historical_average", "gbt"])
+def test_forecasts_issued_just_after_the_newest_reading(fitted, city, name):
+    """Live forecasts are issued one interval past the newest reading (its targets are all in the future)."""
+    panel, _ = city
+    issued = panel.times[-1] + panel.interval
+    fc = predict(fitted[name], panel, issued)
+    assert (fc["issued_at"] == issued).all() and fc["target_ts"].min() == issued
+    assert np.isfinite(fc[["p10", "p50", "p90"]].to_numpy()).all()

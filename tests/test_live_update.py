@@ -154,3 +154,61 @@ def _baseline_folder(store, tmp_path):
     model, _ = fit_baseline("seasonal_naive", load_panel(store, "shift"))
     model.save(tmp_path / "sn")
     return tmp_path / "sn"
+
+
+def _serve(store, run_id: str, model_dir, first_day: str, last_day: str) -> int:
+    """Store the model's forecasts at every issue time of [first_day, last_day] as live run `live:<run_id>`, as if
+    it had served them; returns the number of issue times."""
+    from trafficcore.live.serving import load_saved
+    from trafficcore.models.base import forecast_frame
+
+    panel = load_panel(store, "shift")
+    model = load_saved(model_dir)
+    rows = rows_between(panel, first_day, pd.Timestamp(last_day) + pd.Timedelta(days=1), model.spec)
+    samples = model.samples(panel, rows)
+    fc = forecast_frame(panel, samples, model.predict_samples(panel, samples))
+    store.write_frame("forecasts", fc.assign(run_id=f"live:{run_id}")[["run_id", *fc.columns]], "shift")
+    return len(rows)
+
+
+def test_update_reports_the_served_window_and_weighs_it(live):
+    store, base_id = live
+    n_issue = _serve(store, base_id, reg.promoted(store, "shift")["path"], "2025-01-12", "2025-01-14")
+    r = run_update(store, "shift", steps=30, progress=False, echo=lambda *_: None)
+    s = r.evaluation["served"]
+    assert r.periods["served"][0] == "2025-01-12 00:00:00" and r.periods["served_issue_times"] == n_issue
+    assert r.periods["served_in_holdout"] == len(rows_between(load_panel(store, "shift"), "2025-01-14",
+                                                              "2025-01-15", serving.load_saved(r.candidate_path)
+                                                              .spec))
+    # the same model on the same issue times: what it served is what it scores again
+    assert s["as_served"]["mae"] == pytest.approx(s["current"]["mae"], rel=1e-5)
+    assert s["as_served"]["n_samples"] == s["current"]["n_samples"] == s["candidate"]["n_samples"] > 0
+    assert r.promoted == (s["candidate"]["mae"] <= s["current"]["mae"]
+                          and r.evaluation["holdout"]["candidate"]["mae"] < r.evaluation["holdout"]["current"]["mae"])
+    row = reg.get(store, r.candidate_run_id)
+    assert row["metrics"]["served_mae"] == pytest.approx(s["candidate"]["mae"])
+    assert row["metrics"]["served_mae_parent"] == pytest.approx(s["as_served"]["mae"])
+    from trafficcore.live.update import report_lines
+
+    text = "\n".join(report_lines(r))
+    assert "| served 2025-01-12 00:00..2025-01-14" in text and "| current, as served |" in text
+    assert f"served window: {n_issue} issue times" in text
+    listed = CliRunner().invoke(app, ["models", "list", "--dataset", "shift", "--db", str(store.path)])
+    assert f"served window {s['candidate']['mae']:.3f} vs parent as served" in listed.output
+
+
+def test_verdict_needs_the_held_out_day_and_the_served_window():
+    from trafficcore.live.update import verdict
+
+    def ev(hold_cur, hold_cand, served=None):
+        out = {"holdout": {"current": {"mae": hold_cur}, "candidate": {"mae": hold_cand}}}
+        if served is not None:
+            out["served"] = {"current": {"mae": served[0]}, "candidate": {"mae": served[1]}}
+        return out
+
+    assert verdict(ev(10.0, 9.0)) == (True, "better on the held-out day (no live forecasts served by the current "
+                                            "model to compare on)")
+    assert verdict(ev(10.0, 9.0, (8.0, 7.5)))[0] is True
+    assert verdict(ev(10.0, 10.0, (8.0, 7.5)))[0] is False
+    ok, why = verdict(ev(10.0, 9.0, (8.0, 8.5)))
+    assert not ok and "worse than the current model on the served window" in why

@@ -268,6 +268,7 @@ def _register_subcommands() -> None:
     from trafficcore.live.cli import incident_cmd, ingest_cmd, replay_cmd
     from trafficcore.live.events_cli import app as events_app
     from trafficcore.live.models_cli import models_app, update
+    from trafficcore.live.monitor_cli import monitor_cmd
     from trafficcore.signal.cli import app as signal_app
     from trafficcore.training.cli import forecast, train
 
@@ -282,6 +283,7 @@ def _register_subcommands() -> None:
     app.command("replay")(replay_cmd)
     app.command("incident")(incident_cmd)
     app.add_typer(events_app, name="events")
+    app.command("monitor")(monitor_cmd)
 
 
 _register_subcommands()

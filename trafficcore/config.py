@@ -76,6 +76,13 @@ def api_tokens() -> list[str]:
     return list(API_TOKENS)
 
 
+def metrics_tokens() -> list[str]:
+    """Scrape tokens for `GET /metrics` only (TRAFFICCORE_METRICS_TOKENS, comma-separated): a Prometheus server can
+    read the service's metrics without holding a token that may also ingest readings. API tokens work there too."""
+    env = os.environ.get("TRAFFICCORE_METRICS_TOKENS", "")
+    return [t.strip() for t in env.split(",") if t.strip()]
+
+
 def api_max_body_bytes() -> int:
     """Request-body limit of the API, from TRAFFICCORE_API_MAX_BODY_MB (megabytes) or the default."""
     raw = os.environ.get("TRAFFICCORE_API_MAX_BODY_MB")
@@ -91,3 +98,38 @@ def api_body_timeout_s() -> float:
     """Time limit for reading one request body (see `trafficcore.api.limits`: a body that never ends)."""
     raw = os.environ.get("TRAFFICCORE_API_BODY_TIMEOUT_S")
     return float(raw) if raw else DEFAULT_API_BODY_TIMEOUT_S
+
+
+#: Thresholds of the drift and decay alerts (`trafficcore.live.alerts`; each can be overridden per call). The
+#: defaults were chosen so that a replayed normal week of SCATS (Boroondara, October 2006) raises none of them,
+#: while a detector halved mid-week is flagged within two hours (docs/LIVE.md, "Live accuracy and drift").
+MONITOR_THRESHOLDS: dict[str, float] = {
+    # accuracy decay: the serving model's MAE over the trailing `rolling_hours` (mean over horizons, as the
+    # validation MAE it recorded) above that validation MAE by `decay_margin` (0.25: 25%) for `decay_hours`
+    "decay_margin": 0.25,
+    "decay_hours": 6,
+    # band calibration: P10-P90 coverage over the trailing `rolling_hours` outside [low, high] for `coverage_hours`
+    "coverage_low": 0.70,
+    "coverage_high": 0.90,
+    "coverage_hours": 6,
+    "rolling_hours": 24,
+    # a rolling window counts only with scored forecasts in at least this many of its hours
+    "min_hours": 12,
+    # detector drift: the readings of the last `drift_window_min` minutes against the detector's own typical day
+    # (`profile_days` before today), relative to the other detectors; alert when their level (median ratio to the
+    # typical day) leaves the range the detector showed over those days (its `drift_quantile` to
+    # 1 - `drift_quantile` quantiles) by more than `drift_margin` (0.35: below 1/1.35 of its low or above 1.35
+    # times its high), or when their variation from one interval to the next falls below `drift_flat_ratio` of its
+    # low (flat-lining). Windows whose typical reading is below `drift_min_typical` (reading units: vehicles per
+    # interval for counts) are skipped: at night a handful of vehicles more or less is no shift. On the SCATS
+    # week, a margin of 0.25 already raised 7 alerts (3 detectors); 0.35 raised none
+    "drift_window_min": 120,
+    "drift_quantile": 0.02,
+    "drift_margin": 0.35,
+    "drift_flat_ratio": 0.25,
+    # history windows further than this many robust standard deviations from the detector's median are left out
+    # of its range (a past fault, or the current shift persisting, would otherwise widen the range to include it:
+    # without trimming, a detector halved for good was named by none of 121 four days later; with 4, by 111)
+    "drift_trim": 4.0,
+    "drift_min_typical": 25.0,
+}

@@ -43,6 +43,7 @@ def create_app(
     check_every_s: float = 2.0,
     hold_store_s: float = 2.0,
     body_timeout_s: float | None = None,
+    metrics_tokens: list[str] | tuple[str, ...] | None = None,
 ) -> FastAPI:
     """Build the API over one DuckDB store.
 
@@ -52,8 +53,11 @@ def create_app(
     tests pass a fast one. `max_body_bytes` defaults to `config.api_max_body_bytes()`, `body_timeout_s` (the
     time a client has to send a whole body) to `config.api_body_timeout_s()`. The store file
     is held open while requests come and released after `hold_store_s` idle seconds (see
-    `service.LiveCache.touch`).
+    `service.LiveCache.touch`). `metrics_tokens` (default `config.metrics_tokens()`) may read `/metrics` only
+    (`trafficcore.api.metrics`).
     """
+    from trafficcore.api.metrics import RequestMetrics, ServiceMetrics
+    from trafficcore.api.metrics import router as metrics_router
     from trafficcore.api.routes import router
 
     configured = check_tokens(list(tokens) if tokens is not None else config.api_tokens())
@@ -81,10 +85,16 @@ def create_app(
     app.state.store = store
     app.state.tokens = configured if configured else None
     app.state.cache = LiveCache(store, model_loader=model_loader, check_every_s=check_every_s, hold_s=hold_store_s)
+    app.state.metrics = ServiceMetrics()
+    app.state.metrics_tokens = check_tokens(list(metrics_tokens) if metrics_tokens is not None
+                                            else config.metrics_tokens())
+    app.state.cache.on_refresh = app.state.metrics.refreshed
     limit = int(max_body_bytes) if max_body_bytes is not None else config.api_max_body_bytes()
     timeout = float(body_timeout_s) if body_timeout_s is not None else config.api_body_timeout_s()
     app.add_middleware(BodySizeLimit, max_bytes=limit, timeout_s=timeout)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # added last: outermost, sees every answer
     app.include_router(router)
+    app.include_router(metrics_router)
     _add_error_handlers(app)
     return app
 

@@ -252,7 +252,13 @@ def observations(
     cache.touch()
     cache.require_dataset(dataset)
     frame = pd.DataFrame([r.model_dump() for r in readings], columns=["detector_id", "ts", "value"])
-    result = ingest_observations(cache.store, dataset, frame, source=source, first_row=1)
+    metrics = request.app.state.metrics
+    try:
+        result = ingest_observations(cache.store, dataset, frame, source=source, first_row=1)
+    except DataError as e:
+        metrics.ingest_rejected(dataset, e.column)
+        raise
+    metrics.ingest_done(dataset, result)
     if result.written:
         cache.invalidate(dataset)
         if refresh:

@@ -27,6 +27,7 @@ from trafficcore import config
 _INSECURE_ENV = "TRAFFICCORE_API_INSECURE_NO_AUTH"
 _PRELOAD_ENV = "TRAFFICCORE_API_PRELOAD"
 _HOLD_ENV = "TRAFFICCORE_API_HOLD_STORE_S"
+_LOG_ENV = "TRAFFICCORE_LOG_FORMAT"
 
 
 def _loopback(host: str) -> bool:
@@ -55,8 +56,10 @@ def plain_http_warning(host: str, tokens: tuple[str, ...], tls: bool) -> str | N
 
 def app_from_env():
     """uvicorn factory: the app for the store and auth mode `serve` put in the environment."""
+    from trafficcore import logs
     from trafficcore.api.app import create_app
 
+    logs.setup(os.environ.get(_LOG_ENV, "json"))
     app = create_app(config.db_path(), insecure_no_auth=os.environ.get(_INSECURE_ENV) == "1",
                      hold_store_s=float(os.environ.get(_HOLD_ENV, "2")))
     if os.environ.get(_PRELOAD_ENV) == "1":
@@ -81,6 +84,9 @@ def serve(
         help="keep the store file open this many idle seconds after a request (faster; other processes wait)",
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+    log_format: str = typer.Option("json", "--log-format",
+                                   help="json: one JSON object per line for every request and ingest (uvicorn's own "
+                                        "access log off); text: plain lines"),
     ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM): serve HTTPS"),
     ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="TLS certificate chain (PEM): serve HTTPS"),
 ) -> None:
@@ -101,6 +107,9 @@ def serve(
     if insecure_no_auth and not _loopback(host):
         typer.echo(f"error: --insecure-no-auth is refused on {host}: use a loopback address or configure tokens",
                    err=True)
+        raise typer.Exit(2)
+    if log_format not in ("json", "text"):
+        typer.echo(f"error: --log-format must be json or text, not {log_format!r}", err=True)
         raise typer.Exit(2)
     if (ssl_keyfile is None) != (ssl_certfile is None):
         typer.echo("error: give both --ssl-keyfile and --ssl-certfile to serve HTTPS", err=True)
@@ -124,9 +133,10 @@ def serve(
         typer.echo("note: --workers > 1: not holding the store open (--hold-store-s 0), so workers can share it")
         hold_store_s = 0.0
     os.environ[_HOLD_ENV] = str(hold_store_s)
+    os.environ[_LOG_ENV] = log_format
     mode = "WITHOUT AUTHENTICATION (--insecure-no-auth)" if insecure_no_auth else f"{len(tokens)} token(s)"
     scheme = "https" if tls else "http"
     typer.echo(f"serving {path} on {scheme}://{host}:{port} ({mode}); OpenAPI at /docs and /openapi.json")
     uvicorn.run("trafficcore.api.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, ssl_keyfile=str(ssl_keyfile) if tls else None,
+                log_level=log_level, access_log=log_format != "json", ssl_keyfile=str(ssl_keyfile) if tls else None,
                 ssl_certfile=str(ssl_certfile) if tls else None)

@@ -112,6 +112,8 @@ class LiveCache:
         self._busy = False
         #: dataset -> forecast refreshes completed after ingests (for /health and tests)
         self.refreshed: dict[str, int] = {}
+        #: called with (dataset, seconds) after each completed refresh (the app's service metrics)
+        self.on_refresh: Callable[[str, float], None] | None = None
 
     # ------------------------------------------------------------------ datasets
     def _lock(self, key: tuple) -> threading.Lock:
@@ -295,9 +297,12 @@ class LiveCache:
                 self._busy = bool(work)
             for dataset, dets in work.items():
                 try:
+                    t0 = time.perf_counter()
                     with self.compute_lock(dataset):
                         refresh_forecasts(self.store, dataset, sorted(dets))
                     self.refreshed[dataset] = self.refreshed.get(dataset, 0) + 1
+                    if self.on_refresh is not None:
+                        self.on_refresh(dataset, time.perf_counter() - t0)
                 except Exception:  # noqa: BLE001 - a failed refresh must not stop the next one
                     log.warning("re-issuing forecasts for %s failed", dataset, exc_info=True)
             with self._pending_cv:

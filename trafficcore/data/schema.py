@@ -127,6 +127,23 @@ COLUMNS: dict[str, dict[str, str]] = {
         # of incidents, work zones and events (trafficcore.live.events)
         "kind": "VARCHAR",
     },
+    # Served (live) forecasts scored against the readings that arrived afterwards (trafficcore.live.monitor):
+    # additive error sums per model version, detector, horizon and hour of target time, so any window, site or
+    # hour-of-day breakdown is a sum over rows. `hour_ts` is the start of the target hour (local time); `run_id`
+    # is the live run (`live:<model>`); `scored_at` is the UTC wall-clock time the bucket was last recomputed.
+    "forecast_accuracy": {
+        "dataset": "VARCHAR",
+        "run_id": "VARCHAR",
+        "detector_id": "VARCHAR",
+        "site_id": "VARCHAR",
+        "horizon_min": "INTEGER",
+        "hour_ts": "TIMESTAMP",
+        "n": "INTEGER",  # scored pairs (forecast and reading both present)
+        "abs_err": "DOUBLE",  # sum of |reading - P50|
+        "abs_obs": "DOUBLE",  # sum of |reading| (WAPE's denominator)
+        "inside": "INTEGER",  # readings within [P10, P90]
+        "scored_at": "TIMESTAMP",
+    },
 }
 
 KEYS: dict[str, tuple[str, ...]] = {
@@ -140,6 +157,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "forecasts": ("run_id", "detector_id", "issued_at", "horizon_min"),
     "model_runs": ("run_id",),
     "ingest_log": ("dataset", "batch_id"),
+    "forecast_accuracy": ("dataset", "run_id", "detector_id", "horizon_min", "hour_ts"),
 }
 
 #: Tables a loader fills (everything but the products of models).

@@ -129,3 +129,45 @@ def tgcn_metrics(y, yhat) -> dict[str, float]:
         "r2": r2(y, yhat),
         "explained_variance": explained_variance(y, yhat),
     }
+
+
+# ---------------------------------------------------------------------------- additive form (rolling windows)
+#: The sums MAE, WAPE and P10-P90 coverage are ratios of; stored per bucket, they add up over any window.
+ERROR_SUMS = ("n", "abs_err", "abs_obs", "inside")
+
+
+def error_terms(y, lower, median, upper) -> dict[str, np.ndarray]:
+    """Per target, the terms that `mae`, `wape` and `coverage` average: 1 (counted), |y - P50|, |y| and
+    whether y lies within [P10, P90]; all zero where the truth is unknown.
+
+    Why a second form: served forecasts are scored as readings arrive, a few at a time, and shown over
+    rolling windows. Storing these sums per bucket lets a window's metrics be a sum of rows instead of
+    a pass over every pair; `from_sums` turns them into exactly the numbers the functions above give.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    lo, mid, hi = (np.asarray(a, dtype=np.float64) for a in (lower, median, upper))
+    if not (y.shape == lo.shape == mid.shape == hi.shape):
+        raise ValueError(f"shapes differ: truth {y.shape}, lower {lo.shape}, median {mid.shape}, upper {hi.shape}")
+    known = np.isfinite(y)
+    bad = known & ~(np.isfinite(lo) & np.isfinite(mid) & np.isfinite(hi))
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} forecasts are NaN/inf where the truth is known")
+    yk = np.where(known, y, 0.0)
+    return {
+        "n": known.astype(np.int64),
+        "abs_err": np.where(known, np.abs(yk - np.where(known, mid, 0.0)), 0.0),
+        "abs_obs": np.abs(yk),
+        "inside": (known & (y >= lo) & (y <= hi)).astype(np.int64),
+    }
+
+
+def from_sums(n, abs_err, abs_obs, inside) -> dict[str, np.ndarray]:
+    """MAE, WAPE and P10-P90 coverage from summed `error_terms` (scalars or arrays); NaN where nothing was
+    counted (and WAPE NaN where the readings sum to zero, as `wape`)."""
+    n, abs_err, abs_obs, inside = (np.asarray(a, dtype=np.float64) for a in (n, abs_err, abs_obs, inside))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "mae": np.where(n > 0, abs_err / np.maximum(n, 1), np.nan),
+            "wape": np.where(abs_obs > 0, abs_err / np.where(abs_obs > 0, abs_obs, 1.0), np.nan),
+            "coverage_p10_p90": np.where(n > 0, inside / np.maximum(n, 1), np.nan),
+        }

@@ -17,6 +17,20 @@ Four kinds, each computed from what is stored (readings, live forecasts) as of a
   profile (same day type and time of day over the previous four weeks) expects at least
   `zero_typical` (default 5) per interval, so an empty night road does not raise an alert.
 
+Three more watch the service itself (issue 16; thresholds in `trafficcore.config.MONITOR_THRESHOLDS`):
+
+- `accuracy_decay`: the serving model's MAE over the trailing 24 hours (its served forecasts scored as
+  readings arrived, `trafficcore.live.monitor`; mean over horizons) has been above the validation MAE
+  the model recorded by more than `decay_margin` for `decay_hours` hours in a row. A 24-hour window
+  holds a whole daily cycle, so rush hours (larger errors in vehicles) do not read as decay.
+- `coverage`: the share of readings inside the served P10-P90 bands over the trailing 24 hours has been
+  outside [`coverage_low`, `coverage_high`] for `coverage_hours` hours: the band no longer means 80 %.
+- `detector_drift`: a detector's readings over the last `drift_window_min` minutes, against its own
+  typical day (the `profile_days` before today), left the range that ratio spanned over those days
+  (its `drift_quantile` quantiles) by more than `drift_margin`: a level shift (a halved count, a
+  lane lost or double counted), or readings that hardly vary any more (flat-lining). A detector
+  already reported `stuck` or `zero` is not reported again as drifting.
+
 Runs are the trailing ones: a run must reach the detector's newest reading at or before `at` to be
 current; a fault that already ended is history, not an alert.
 """
@@ -28,13 +42,16 @@ import threading
 import numpy as np
 import pandas as pd
 
+from trafficcore import config
 from trafficcore.data.panel import Panel
 from trafficcore.data.profile import slot_means
 from trafficcore.data.store import Store
 from trafficcore.errors import DataError
 
 ALERT_COLUMNS = ["kind", "severity", "detector_id", "site_id", "start_ts", "end_ts", "message"]
-KINDS = ("band_exceedance", "los_ef", "stuck", "zero")
+KINDS = ("band_exceedance", "los_ef", "stuck", "zero", "accuracy_decay", "coverage", "detector_drift")
+#: The kinds that watch the service (live accuracy, band calibration, detectors' data), issue 16.
+MONITOR_KINDS = ("accuracy_decay", "coverage", "detector_drift")
 DEFAULTS = {
     "band_n": 3,  # consecutive readings outside P10-P90
     "stuck_k": 8,  # identical non-zero readings in a row
@@ -42,7 +59,11 @@ DEFAULTS = {
     "zero_typical": 5.0,  # typical reading above which a zero is suspicious
     "lookback": 96,  # readings examined per detector
     "profile_days": 28,  # history the typical profile is taken from
+    **config.MONITOR_THRESHOLDS,
 }
+#: Thresholds that count something (hours, readings, minutes): whole numbers of at least 1.
+_COUNTS = ("band_n", "stuck_k", "zero_k", "lookback", "decay_hours", "coverage_hours", "rolling_hours", "min_hours",
+           "drift_window_min", "profile_days")
 SEVERITY_ORDER = {"critical": 0, "warning": 1}
 
 
@@ -51,20 +72,27 @@ def empty_alerts() -> pd.DataFrame:
                          for c in ALERT_COLUMNS})
 
 
-def current_alerts(store: Store, dataset: str, at=None, **thresholds) -> pd.DataFrame:
-    """Alerts of every kind as of `at` (default: the newest reading), most severe first.
+def current_alerts(store: Store, dataset: str, at=None, kinds=None, **thresholds) -> pd.DataFrame:
+    """Alerts of every kind (or of `kinds` only) as of `at` (default: the newest reading), most severe first.
 
-    `thresholds` override `DEFAULTS` (band_n, stuck_k, zero_k, zero_typical, lookback, profile_days).
+    `thresholds` override `DEFAULTS` (band_n, stuck_k, zero_k, zero_typical, lookback, profile_days, and the
+    monitoring thresholds of `trafficcore.config.MONITOR_THRESHOLDS`).
     """
+    from trafficcore.live import drift
     from trafficcore.live.ingest import live_panel
 
     unknown = sorted(set(thresholds) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown alert threshold(s) {unknown}; choose from {sorted(DEFAULTS)}")
+    wanted = set(KINDS if kinds is None else kinds)
+    if wanted - set(KINDS):
+        raise ValueError(f"unknown alert kind(s) {sorted(wanted - set(KINDS))}; choose from {list(KINDS)}")
     th = {**DEFAULTS, **thresholds}
-    for k in ("band_n", "stuck_k", "zero_k", "lookback"):
+    for k in _COUNTS:
         if int(th[k]) < 1:
             raise ValueError(f"{k} must be at least 1, got {th[k]!r}")
+    if not 0 <= float(th["drift_quantile"]) < 0.5:
+        raise ValueError(f"drift_quantile must be in [0, 0.5), got {th['drift_quantile']!r}")
     try:
         panel = live_panel(store, dataset)
     except KeyError:
@@ -73,16 +101,24 @@ def current_alerts(store: Store, dataset: str, at=None, **thresholds) -> pd.Data
         return empty_alerts()
     end = _end_row(panel, at)  # exclusive
     start = max(0, end - int(th["lookback"]))
-    frames = [
-        _band(store, panel, start, end, int(th["band_n"])),
-        _stuck(panel, start, end, int(th["stuck_k"])),
-        _zero(panel, start, end, int(th["zero_k"]), float(th["zero_typical"]), int(th["profile_days"])),
-        _los(store, panel, end),
-    ]
+    jobs = {
+        "band_exceedance": lambda: _band(store, panel, start, end, int(th["band_n"])),
+        "stuck": lambda: _stuck(panel, start, end, int(th["stuck_k"])),
+        "zero": lambda: _zero(panel, start, end, int(th["zero_k"]), float(th["zero_typical"]),
+                              int(th["profile_days"])),
+        "los_ef": lambda: _los(store, panel, end),
+        "detector_drift": lambda: drift.detector_drift(store, panel, end, th),
+    }
+    frames = [job() for kind, job in jobs.items() if kind in wanted]
+    if wanted & {"accuracy_decay", "coverage"}:
+        acc = drift.accuracy_alerts(store, panel, end, th)
+        frames.append(acc[acc["kind"].isin(wanted)] if not acc.empty else acc)
     frames = [f for f in frames if not f.empty]
     if not frames:
         return empty_alerts()
     out = pd.concat(frames, ignore_index=True)[ALERT_COLUMNS]
+    faulty = set(out.loc[out["kind"].isin(["stuck", "zero"]), "detector_id"])
+    out = out[~((out["kind"] == "detector_drift") & out["detector_id"].isin(faulty))]  # said once, as the fault
     order = out["severity"].map(SEVERITY_ORDER).fillna(9)
     return out.assign(_o=order).sort_values(["_o", "kind", "site_id", "detector_id"], kind="stable").drop(
         columns="_o").reset_index(drop=True)
@@ -96,12 +132,13 @@ def _end_row(panel: Panel, at) -> int:
     return int(min(max(pos, 0), len(panel.times)))
 
 
-def _alert(kind, severity, det, site, t0, t1, message) -> dict:
+def alert_row(kind, severity, det, site, t0, t1, message) -> dict:
+    """One alert as a row of ALERT_COLUMNS."""
     return {"kind": kind, "severity": severity, "detector_id": det, "site_id": site,
             "start_ts": pd.Timestamp(t0), "end_ts": pd.Timestamp(t1), "message": message}
 
 
-def _trailing(flags: np.ndarray) -> int:
+def trailing_run(flags: np.ndarray) -> int:
     """Length of the run of True at the end of `flags`."""
     if not len(flags) or not flags[-1]:
         return 0
@@ -119,7 +156,8 @@ def _per_detector(panel: Panel, start: int, end: int):
             yield j, str(det), (None if pd.isna(site) else str(site)), rows, vals[ok, j].astype(float)
 
 
-def _fmt(t) -> str:
+def fmt_time(t) -> str:
+    """A time as alert messages write it."""
     return pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")
 
 
@@ -128,11 +166,11 @@ def _stuck(panel: Panel, start: int, end: int, k: int) -> pd.DataFrame:
     out = []
     for _, det, site, rows, v in _per_detector(panel, start, end):
         same = np.concatenate([[False], v[1:] == v[:-1]]) & (v != 0)
-        n = _trailing(same) + 1 if same[-1] else 1
+        n = trailing_run(same) + 1 if same[-1] else 1
         if v[-1] != 0 and n >= k:
             t0, t1 = panel.times[rows[-n]], panel.times[rows[-1]]
-            out.append(_alert("stuck", "warning", det, site, t0, t1,
-                              f"{det}: the same reading {v[-1]:g} {n} times in a row since {_fmt(t0)}; "
+            out.append(alert_row("stuck", "warning", det, site, t0, t1,
+                              f"{det}: the same reading {v[-1]:g} {n} times in a row since {fmt_time(t0)}; "
                               "the detector may be frozen"))
     return pd.DataFrame(out)
 
@@ -151,7 +189,7 @@ def _zero(panel: Panel, start: int, end: int, k: int, typical_min: float, profil
         typical = table[j, daytype[rows - start], slot[rows - start]]
         expected = np.isfinite(typical) & (typical >= typical_min)
         zero = v == 0
-        run = _trailing(zero)
+        run = trailing_run(zero)
         if run == 0:
             continue
         n_expected = int(expected[len(v) - run:].sum())
@@ -159,8 +197,8 @@ def _zero(panel: Panel, start: int, end: int, k: int, typical_min: float, profil
             t0, t1 = panel.times[rows[-run]], panel.times[rows[-1]]
             typ = float(np.nanmean(typical[len(v) - run:][expected[len(v) - run:]]))
             sev = "critical" if n_expected >= 2 * k else "warning"
-            out.append(_alert("zero", sev, det, site, t0, t1,
-                              f"{det}: zero for {run} readings since {_fmt(t0)} where about {typ:.0f} per interval "
+            out.append(alert_row("zero", sev, det, site, t0, t1,
+                              f"{det}: zero for {run} readings since {fmt_time(t0)} where about {typ:.0f} per interval "
                               "is typical; the detector may be down or the road closed"))
     return pd.DataFrame(out)
 
@@ -199,14 +237,14 @@ def _band(store: Store, panel: Panel, start: int, end: int, n: int) -> pd.DataFr
             continue
         v, lo_j, hi_j, times = v[has], lo_j[has], hi_j[has], panel.times[rows[has]]
         outside = (v < lo_j) | (v > hi_j)
-        run = _trailing(outside)
+        run = trailing_run(outside)
         if run >= n:
             above = int((v[-run:] > hi_j[-run:]).sum())
             side = "above" if above * 2 >= run else "below"
             sev = "critical" if run >= 2 * n else "warning"
-            out.append(_alert("band_exceedance", sev, det, site, times[-run], times[-1],
+            out.append(alert_row("band_exceedance", sev, det, site, times[-run], times[-1],
                               f"{det}: {run} readings in a row {side} the forecast P10-P90 band since "
-                              f"{_fmt(times[-run])} (last {v[-1]:g} vs {lo_j[-1]:.0f}-{hi_j[-1]:.0f}); "
+                              f"{fmt_time(times[-run])} (last {v[-1]:g} vs {lo_j[-1]:.0f}-{hi_j[-1]:.0f}); "
                               "possible incident or detector fault"))
     return pd.DataFrame(out)
 
@@ -321,9 +359,9 @@ def _los_compute(store: Store, panel: Panel, fc: pd.DataFrame) -> pd.DataFrame:
             dets_app = approaches.loc[approaches["approach"] == app, "detectors"].iloc[0]
             t0, t1 = g["interval_start"].min(), g["interval_start"].max()
             phases_txt = f"{len(phases)} phase{'' if len(phases) == 1 else 's'}, {plan.cycle:g} s cycle"
-            out.append(_alert(
+            out.append(alert_row(
                 "los_ef", "critical" if letter == "F" else "warning", dets_app, str(site), t0, t1,
-                f"site {site}, approach {app}: level of service {letter} predicted {_fmt(t0)}-{_fmt(t1)} "
+                f"site {site}, approach {app}: level of service {letter} predicted {fmt_time(t0)}-{fmt_time(t1)} "
                 f"(v/c up to {g['x'].max():.2f}, delay up to {worst['delay_s']:.0f} s/veh) under the default "
                 f"plan ({phases_txt}; not the site's real timing)"))
     return pd.DataFrame(out)

@@ -11,6 +11,12 @@ readings before the chosen day (as `trafficcore replay` does), then times, on th
   first call, after a new interval, and a repeated call with nothing new).
 
 The copy is dropped afterwards unless `--keep`. Numbers are wall-clock seconds on this machine.
+
+`--part monitor` (issue 16's bars) times live accuracy on a fresh copy: the day's forecasts are stored first as
+if served (the serving model at every issue time of the day), then the day's readings arrive as one batch, which
+scores them (ingest with and without scoring, and the scoring alone); then a Live page refresh: the store reads
+its fragment makes (status, alerts of every kind, latest forecasts, the accuracy section), warm, and the whole page
+rerun through Streamlit's AppTest.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import pandas as pd
 
 from trafficcore import config
@@ -93,6 +100,111 @@ def run(store: Store, dataset: str, day=None, intervals: int = 16, keep: bool = 
     return rows
 
 
+def _served_day(store: Store, dataset: str, scratch: str, day: pd.Timestamp) -> pd.DataFrame:
+    """The serving model's forecasts at every issue time of `day` (from the source's readings), as live run rows
+    of `scratch`: what a day of live service would have stored."""
+    from trafficcore.data.panel import load_panel
+    from trafficcore.data.windows import build_samples
+    from trafficcore.live.ingest import live_model, run_id_for
+    from trafficcore.models.base import forecast_frame
+
+    model, info = live_model(store, scratch)
+    panel = load_panel(store, dataset)
+    rows = [panel.index_of(t) for t in pd.date_range(day, day + pd.Timedelta(days=1), freq=panel.interval,
+                                                     inclusive="left") if t in panel.times]
+    rows = [r for r in rows if r >= model.spec.history_steps]
+    samples = build_samples(panel, np.array(rows), None, model.spec)
+    fc = forecast_frame(panel, samples, model.predict_samples(panel, samples))
+    return fc.assign(run_id=run_id_for(model, info))[["run_id", *fc.columns]]
+
+
+def monitor_rows(store: Store, dataset: str, day, repeats: int = 3, page: bool = True) -> list[dict]:
+    """Rows of (step, seconds, note) for live accuracy and the Live page (see the module docstring)."""
+    from trafficcore.live import monitor
+    from trafficcore.live.alerts import current_alerts
+    from trafficcore.live.ingest import ingest_observations, latest_forecasts, live_status
+    from trafficcore.live.replay import prepare
+    from trafficcore.ui.monitor import accuracy_view
+
+    day = pd.Timestamp(day).normalize()
+    feed = store.observations(dataset, start=day, end=day + pd.Timedelta(days=1))
+    scratch = f"{dataset}-bench"
+    rows: list[dict] = []
+    try:
+        prepare(store, dataset, scratch, day)
+        served = _served_day(store, dataset, scratch, day)
+        with_score, without, alone = [], [], []
+        for _ in range(repeats):
+            for scoring, out in ((False, without), (True, with_score)):
+                prepare(store, dataset, scratch, day)
+                store.write_frame("forecasts", served, scratch)
+                t, res = _timed(lambda scoring=scoring: ingest_observations(store, scratch, feed, source="bench",
+                                                                            score=scoring))
+                out.append(t)
+            t, pairs = _timed(lambda: monitor.score(store, scratch, None, day, day + pd.Timedelta(hours=23)))
+            alone.append(t)
+        rows.append({"step": f"ingest one day as one batch ({len(feed):,} readings), scoring included, median of "
+                             f"{repeats}", "seconds": statistics.median(with_score),
+                     "note": f"{pairs:,} served forecasts scored; runs " + ", ".join(f"{r:.3f}" for r in with_score)})
+        rows.append({"step": f"the same without scoring, median of {repeats}", "seconds": statistics.median(without),
+                     "note": "runs " + ", ".join(f"{r:.3f}" for r in without)})
+        rows.append({"step": f"scoring the day alone (monitor.score, {len(served):,} stored forecasts), median of "
+                             f"{repeats}", "seconds": statistics.median(alone),
+                     "note": "runs " + ", ".join(f"{r:.3f}" for r in alone)})
+
+        def refresh():
+            live_status(store, scratch)
+            current_alerts(store, scratch)
+            latest_forecasts(store, scratch)
+            return accuracy_view(store, scratch)
+
+        t, _ = _timed(refresh)
+        rows.append({"step": "Live page reads, first time (alerts build the sites' default plans)", "seconds": t,
+                     "note": "status, alerts of every kind, latest forecasts, accuracy section"})
+        warm = []
+        for _ in range(max(repeats, 5)):
+            t, view = _timed(refresh)
+            warm.append(t)
+        day_mae = view.headline.get("24h", {}).get("mae", float("nan"))
+        rows.append({"step": f"Live page reads per refresh, median of {len(warm)}", "seconds": statistics.median(warm),
+                     "note": f"worst {max(warm):.3f} s; served MAE, last 24 h: {day_mae:.3f}"})
+        if page:
+            rows += _page_rows(store, scratch, repeats)
+    finally:
+        store.drop_dataset(scratch)
+    return rows
+
+
+def _page_rows(store: Store, dataset: str, repeats: int) -> list[dict]:
+    """The Live page rerun through AppTest (what one refresh costs the server, Streamlit included)."""
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    app = str(config.PROJECT_ROOT / "app.py")
+    old = os.environ.get("TRAFFICCORE_DB")
+    os.environ["TRAFFICCORE_DB"] = str(store.path)
+    try:
+        at = AppTest.from_file(app, default_timeout=300)
+        at.query_params.update({"dataset": dataset})
+        at.run()
+        t, _ = _timed(lambda: at.switch_page("pages/live.py").run())
+        runs = []
+        for _ in range(max(repeats, 3)):
+            t_i, _ = _timed(at.run)
+            runs.append(t_i)
+        errors = [e.value for e in at.exception] + [e.value for e in at.error]
+    finally:
+        if old is None:
+            os.environ.pop("TRAFFICCORE_DB", None)
+        else:
+            os.environ["TRAFFICCORE_DB"] = old
+    return [{"step": "Live page, first view (AppTest)", "seconds": t, "note": "errors: " + ("; ".join(map(str, errors))
+                                                                                          or "none")},
+            {"step": f"Live page rerun (AppTest), median of {len(runs)}", "seconds": statistics.median(runs),
+             "note": "runs " + ", ".join(f"{r:.3f}" for r in runs)}]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", default=None, help="DuckDB store (default: $TRAFFICCORE_DB or data/trafficcore.duckdb)")
@@ -101,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--intervals", type=int, default=16, help="single-interval batches to time")
     ap.add_argument("--repeats", type=int, default=3, help="times the whole-day ingest is timed")
     ap.add_argument("--keep", action="store_true", help="keep the scratch copy <dataset>-bench")
+    ap.add_argument("--part", choices=("all", "ingest", "monitor"), default="all",
+                    help="ingest: the ingest, forecast and alert timings; monitor: live accuracy and the Live page")
+    ap.add_argument("--no-page", action="store_true", help="with monitor: skip the AppTest run of the Live page")
     args = ap.parse_args(argv)
     try:
         import torch
@@ -109,7 +224,13 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover
         pass
     store = Store(config.db_path(args.db))
-    rows = run(store, args.dataset, args.day, args.intervals, args.keep, args.repeats)
+    rows = []
+    if args.part in ("all", "ingest"):
+        rows += run(store, args.dataset, args.day, args.intervals, args.keep, args.repeats)
+    if args.part in ("all", "monitor"):
+        newest = store.query("SELECT max(ts) AS t FROM observations WHERE dataset = ?", [args.dataset])["t"].iloc[0]
+        day = args.day or pd.Timestamp(newest).normalize() - pd.Timedelta(days=1)
+        rows += monitor_rows(store, args.dataset, day, args.repeats, page=not args.no_page)
     width = max(len(r["step"]) for r in rows)
     print(f"| {'step':<{width}} | seconds | note")
     print(f"|{'-' * (width + 2)}|---------|-----")

@@ -8,6 +8,7 @@ machinery needs pandas and DuckDB, so it is imported when a command runs, not wh
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,9 @@ def ingest_cmd(
     once: bool = typer.Option(False, "--once", help="with --watch: take the files there now, then exit"),
     poll: float = typer.Option(1.0, "--poll", help="with --watch: seconds between looks at the folder"),
     forecasts: bool = typer.Option(True, "--forecasts/--no-forecasts", help="re-issue forecasts after each file"),
+    log_format: str | None = typer.Option(None, "--log-format", help="json or text: structured log lines on stderr "
+                                          "(one per batch, refusal and forecast refresh); default "
+                                          "$TRAFFICCORE_LOG_FORMAT, else none"),
     db: Path | None = typer.Option(None, "--db", help="DuckDB store (default: $TRAFFICCORE_DB or data/...)"),
 ) -> None:
     """Take live readings in from long-format CSV files (detector_id, timestamp, value): idempotent, in order.
@@ -91,6 +95,14 @@ def ingest_cmd(
         fail("give either FILE... or --watch DIR")
     if poll <= 0:
         fail("--poll must be positive")
+    log_format = log_format or os.environ.get("TRAFFICCORE_LOG_FORMAT") or None
+    if log_format and log_format != "off":
+        from trafficcore import logs
+
+        try:
+            logs.setup(log_format)
+        except ValueError as e:
+            fail(str(e))
     store = Store(config.db_path(db))
     try:
         store.dataset_info(dataset)

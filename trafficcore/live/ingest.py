@@ -23,7 +23,9 @@ change made by another process (seen through a cheap stamp query) reloads it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -48,6 +50,7 @@ REQUIRED = ("detector_id", "ts", "value")
 #: A frame may carry each record's row number (as its sender counts rows) for error messages.
 ROW_COLUMN = "row"
 LIVE_RUN_PREFIX = "live:"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -179,15 +182,23 @@ def write_lock(store: Store) -> threading.Lock:
 
 
 def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source: str = "api",
-                        first_row: int = 1, file_sha256: str | None = None) -> IngestResult:
+                        first_row: int = 1, file_sha256: str | None = None, score: bool = True) -> IngestResult:
     """Validate a batch of readings (detector_id, ts, value) and upsert it in one transaction.
 
     Raises `DataError` (source, row, column) and writes nothing when any reading is bad. See the
     module docstring for idempotency and late data. `file_sha256`: the digest of the file the batch
     came from (the watcher's key, logged in its own column: `source` is free text a client chooses).
+    With `score`, the live forecasts whose targets the new readings observe are scored afterwards
+    (`trafficcore.live.monitor`; a failure there is logged, the batch stays stored).
     """
+    t0 = time.perf_counter()
     with write_lock(store), store.connect() as con:
-        clean, _ = validate_batch(store, dataset, frame, source, first_row, con)
+        try:
+            clean, _ = validate_batch(store, dataset, frame, source, first_row, con)
+        except DataError as e:
+            log.info("ingest_rejected", extra={"dataset": dataset, "source": source, "received": _length(frame),
+                                               "row": e.row, "column": e.column, "error": e.message})
+            raise
         bid = batch_id(clean)
         result = IngestResult(
             batch_id=bid, dataset=dataset, source=source, received=len(frame), written=0, late=0,
@@ -200,6 +211,7 @@ def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source:
             if seen:
                 con.execute("ROLLBACK")
                 result.duplicate_batch = True
+                _log_batch(result, time.perf_counter() - t0)
                 return result
             con.register("_incoming", clean)
             changed = con.execute(
@@ -237,9 +249,28 @@ def ingest_observations(store: Store, dataset: str, frame: pd.DataFrame, source:
             raise
         if len(changed):
             _LIVE.patch(store, dataset, changed[["detector_id", "ts", "value"]], con)
+            if score:
+                from trafficcore.live.monitor import score_quietly
+
+                score_quietly(store, dataset, sorted(changed["detector_id"].unique()), changed["ts"].min(),
+                              changed["ts"].max(), con=con)
     result.written = len(changed)
     result.late = int(changed["late"].fillna(False).astype(bool).sum()) if len(changed) else 0
+    _log_batch(result, time.perf_counter() - t0)
     return result
+
+
+def _length(frame) -> int | None:
+    try:
+        return len(frame)
+    except TypeError:
+        return None
+
+
+def _log_batch(result: IngestResult, seconds: float) -> None:
+    """One structured log line per batch taken in (see `trafficcore.logs`)."""
+    log.info("ingest_batch", extra={**result.to_dict(), "detectors": len(result.detectors),
+                                    "seconds": round(seconds, 4)})
 
 
 # ----------------------------------------------------------------------------------------------- live cache
@@ -408,6 +439,7 @@ def refresh_forecasts(store: Store, dataset: str, detector_ids=None, at=None) ->
     from trafficcore.data.windows import build_samples
     from trafficcore.models.base import forecast_frame
 
+    t0 = time.perf_counter()
     model, info = live_model(store, dataset)
     panel = live_panel(store, dataset)
     ids = list(dict.fromkeys(detector_ids)) if detector_ids is not None and len(detector_ids) else None
@@ -424,6 +456,14 @@ def refresh_forecasts(store: Store, dataset: str, detector_ids=None, at=None) ->
     out.insert(0, "run_id", run_id)
     with write_lock(store):
         store.write_frame("forecasts", out, dataset)
+    if len(out) and panel.times[-1] >= out["target_ts"].min():  # targets already observed (a late issue, a
+        from trafficcore.live.monitor import score_quietly  # partly delivered interval) are scored at once
+
+        score_quietly(store, dataset, sorted(out["detector_id"].unique()), out["target_ts"].min(),
+                      out["target_ts"].max())
+    log.info("forecasts_issued", extra={"dataset": dataset, "run_id": run_id, "issued_at": issued,
+                                        "detectors": int(out["detector_id"].nunique()), "rows": len(out),
+                                        "seconds": round(time.perf_counter() - t0, 4)})
     return out
 
 

@@ -77,9 +77,12 @@ models_app = typer.Typer(help="The model registry: list versions, promote one, r
 
 
 def _headline(metrics: dict) -> str:
-    """One number to compare versions by: held-out MAE of an update, else mean validation MAE of a fit."""
+    """One number to compare versions by: held-out MAE of an update (and, where its parent served live forecasts,
+    both on that served window), else mean validation MAE of a fit."""
     if metrics.get("holdout_mae") is not None:
-        return f"held-out MAE {metrics['holdout_mae']:.3f}"
+        served = (f"; served window {metrics['served_mae']:.3f} vs parent as served {metrics['served_mae_parent']:.3f}"
+                  if metrics.get("served_mae") is not None else "")
+        return f"held-out MAE {metrics['holdout_mae']:.3f}{served}"
     val = metrics.get("val") or {}
     maes = [v["mae"] for v in val.values() if isinstance(v, dict) and "mae" in v]
     return f"val MAE {sum(maes) / len(maes):.3f}" if maes else ""
@@ -92,14 +95,17 @@ def list_(
     db: DbOpt = None,
 ) -> None:
     """Model versions of a dataset, newest first; * marks the promoted one."""
-    from trafficcore.live import registry
+    from trafficcore.live import monitor, registry
 
-    df = registry.runs(_store(db, dataset), dataset)
+    store = _store(db, dataset)
+    df = registry.runs(store, dataset)
+    served = {str(r.run_id).removeprefix(monitor.LIVE_PREFIX): {"mae": float(r.mae), "n": int(r.n)} for r in
+              monitor.accuracy(store, dataset, monitor.WINDOWS["7d"], ["run_id"]).itertuples(index=False)}
     if as_json:
         cols = ["run_id", "model", "created_at", "status", "promoted", "promoted_at", "parent_run_id", "train_end",
                 "path", "metrics"]
         rows = [{k: (str(v) if k in ("created_at", "promoted_at", "train_end") and v is not None and v == v else v)
-                 for k, v in r.items()} for r in df[cols].to_dict("records")]
+                 for k, v in r.items()} | {"served_7d": served.get(r["run_id"])} for r in df[cols].to_dict("records")]
         from trafficcore.models.files import to_jsonable
 
         typer.echo(json.dumps(to_jsonable(rows), indent=2, default=str))
@@ -112,8 +118,10 @@ def list_(
         parent = f" from {r.parent_run_id}" if isinstance(r.parent_run_id, str) else ""
         seen = f", data to {r.train_end}" if r.train_end is not None and r.train_end == r.train_end else ""
         when = f"{r.created_at:%Y-%m-%d %H:%M:%S}" if r.created_at == r.created_at else ""
+        live = served.get(r.run_id)
+        live_txt = f"  served MAE {live['mae']:.3f} over {live['n']:,} forecasts (7 days)" if live else ""
         typer.echo(f"{mark} {r.run_id}  {r.model}  {r.status or ''}  {when}{seen}{parent}  "
-                   f"{_headline(r.metrics)}")
+                   f"{_headline(r.metrics)}{live_txt}")
 
 
 @models_app.command("promote")

@@ -135,6 +135,19 @@ def rollback(store: Store, dataset: str) -> dict:
     return {"from": cur[0], "to": prev[0], "promoted": get(store, prev[0])}
 
 
+def rollback_target(store: Store, dataset: str) -> dict | None:
+    """What `rollback` would do now, without doing it: {"from": current run id, "to": previous run id}, or None
+    when there is no promoted version or nothing to roll back to (the Live page shows this before its button)."""
+    with store.connect() as con:
+        cur = con.execute("SELECT run_id FROM model_runs WHERE dataset = ? AND promoted", [dataset]).fetchone()
+        if cur is None:
+            return None
+        prev = con.execute(
+            "SELECT run_id FROM model_runs WHERE dataset = ? AND run_id <> ? AND promoted_at IS NOT NULL "
+            "ORDER BY promoted_at DESC LIMIT 1", [dataset, cur[0]]).fetchone()
+    return None if prev is None else {"from": cur[0], "to": prev[0]}
+
+
 def set_status(store: Store, run_id: str, status: str) -> None:
     """Record the verdict on a version that is not promoted (e.g. `rejected` after losing an evaluation)."""
     if status not in STATUSES or status == "promoted":

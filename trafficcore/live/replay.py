@@ -2,7 +2,9 @@
 
 For demos and tests of the live path without a live feed. The copy (`SRC-live` by default) gets the
 source's static tables (sites, detectors, adjacency, events, weather; the dataset record, marked as
-a replay in its description) and its readings before `--from`; then each interval's readings go
+a replay in its description), its readings before `--from`, and the registered model version that
+serves the source (promoted for the copy as `<run id>@<copy>`; the shipped model and the fitted
+baseline apply to the copy by themselves); then each interval's readings go
 through `ingest_observations` exactly as the API or the folder watcher would send them, at the pace
 `interval / speed` (speed 60: a 15-minute interval every 15 s; speed 0: as fast as possible),
 re-issuing forecasts and re-computing alerts after each. Starting a replay into an existing copy
@@ -58,6 +60,7 @@ def prepare(store: Store, src: str, into: str, start) -> dict[str, int]:
     except KeyError:
         raise DataError(src, f"unknown dataset {src!r}", column="dataset") from None
     start = pd.Timestamp(start)
+    served = _serving_version(store, src)
     existing = store.query("SELECT description FROM datasets WHERE dataset = ?", [into])
     if len(existing) and not str(existing["description"].iloc[0] or "").startswith("Replay of "):
         raise DataError(into, f"dataset {into!r} exists and is not a replay; a replay rebuilds its target, so "
@@ -77,7 +80,32 @@ def prepare(store: Store, src: str, into: str, start) -> dict[str, int]:
         n = con.execute("INSERT INTO observations SELECT * REPLACE (? AS dataset) FROM observations "
                         "WHERE dataset = ? AND ts < ?", [into, src, start.to_pydatetime()]).fetchone()[0]
         counts["observations"] = int(n)
+        counts["model_runs"] = _carry_model(con, src, into, served)
+    from trafficcore.live.registry import forget_lookups
+
+    forget_lookups()
     return counts
+
+
+def _serving_version(store: Store, src: str) -> str | None:
+    """The registered version serving `src` (`trafficcore.live.serving`, nothing loaded), or None when the shipped
+    model or an on-the-spot baseline serves it (those apply to the copy by themselves)."""
+    from trafficcore.live.serving import candidates
+
+    first = next((c for c in candidates(store, src) if c.kind == "saved"), None)
+    return first.run_id if first is not None and first.run_id else None
+
+
+def _carry_model(con, src: str, into: str, run_id: str | None) -> int:
+    """Register the version serving `src` for `into` too, promoted, as `<run id>@<into>` (parent: the original):
+    the replay is served by the model that serves its source, and its live accuracy is that model's."""
+    if run_id is None:
+        return 0
+    now = pd.Timestamp.now().floor("us").to_pydatetime()
+    con.execute("""INSERT INTO model_runs SELECT * REPLACE (? AS run_id, ? AS dataset, true AS promoted,
+                   'promoted' AS status, ? AS promoted_at, ? AS parent_run_id) FROM model_runs WHERE run_id = ?""",
+                [f"{run_id}@{into}", into, now, run_id, run_id])
+    return 1
 
 
 def replay(
@@ -92,11 +120,13 @@ def replay(
     on_step: Callable[[ReplayStep, int, int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], None] = time.sleep,
+    feed_filter: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> ReplayResult:
     """Copy `src` into `into` up to `start`, then feed its readings in [start, end) interval by interval.
 
     `on_step(step, i, n)` is called after each interval (progress bars). KeyboardInterrupt or `should_stop`
-    ends the replay between intervals; every fed interval is committed whole.
+    ends the replay between intervals; every fed interval is committed whole. `feed_filter` may alter the
+    readings to feed (detector_id, ts, value) before the replay starts: a fault planted for a check.
     """
     from trafficcore.live.alerts import current_alerts
     from trafficcore.live.ingest import ingest_observations, refresh_forecasts
@@ -111,6 +141,8 @@ def replay(
     result = ReplayResult(src, into, start, end)
     result.copied = prepare(store, src, into, start)
     feed = store.observations(src, start=start, end=end)
+    if feed_filter is not None:
+        feed = feed_filter(feed)
     if feed.empty:
         raise DataError(src, f"no readings of {src!r} from {start}" + (f" to {end}" if end is not None else ""),
                         column="ts")

@@ -37,6 +37,7 @@ from trafficcore.data.panel import Panel
 from trafficcore.data.store import Store
 from trafficcore.errors import TrafficCoreError
 from trafficcore.live import registry
+from trafficcore.live.monitor import LIVE_PREFIX
 from trafficcore.models.files import read_config
 
 
@@ -67,6 +68,7 @@ class UpdateResult:
     periods: dict
     finetune: dict
     timings: dict
+    reason: str = ""  # the verdict in words (`verdict`)
 
 
 # ------------------------------------------------------------------------------ data windows
@@ -156,6 +158,72 @@ def evaluate(model, panel: Panel, rows: np.ndarray, max_samples: int | None = No
     return out
 
 
+# ------------------------------------------------------------------------------ live evidence
+#: How far back the served window reaches (the live monitor's longest window).
+SERVED_DAYS = 7
+
+
+def served_window(store: Store, dataset: str, run_id: str | None, panel: Panel, spec,
+                  days: int = SERVED_DAYS) -> tuple[np.ndarray, pd.DataFrame]:
+    """The issue rows at which `run_id` served live forecasts (`live:<run_id>`) in the last `days` days, with every
+    target inside the data, and those forecasts with their readings (detector_id, issued_at, horizon_min, p10, p50,
+    p90, value).
+
+    Why: the held-out day says how a candidate would have done; the served window also says how the current model
+    *did*, forecast by forecast as users saw them (issued from whatever had arrived by then), and lets the
+    candidate be scored on exactly those issue times.
+    """
+    empty = (np.zeros(0, dtype=np.int64), pd.DataFrame())
+    if run_id is None or not len(panel.times):
+        return empty
+    since = panel.times[-1] - pd.Timedelta(days=days)
+    pairs = store.query(
+        """SELECT f.detector_id, f.issued_at, f.horizon_min, f.p10, f.p50, f.p90, o.value FROM forecasts f
+           JOIN observations o ON o.dataset = f.dataset AND o.detector_id = f.detector_id AND o.ts = f.target_ts
+           WHERE f.dataset = ? AND f.run_id = ? AND f.issued_at > ?""",
+        [dataset, f"{LIVE_PREFIX}{run_id}", since.to_pydatetime()])
+    if pairs.empty:
+        return empty
+    hmax = int(spec.horizon_steps(panel.interval).max())
+    issued = pd.DatetimeIndex(pairs["issued_at"].unique()).sort_values()
+    rows = ((issued - panel.times[0]) // panel.interval).to_numpy(dtype=np.int64)
+    ok = (rows >= spec.history_steps) & (rows + hmax - 1 < len(panel.times)) & (panel.times[np.clip(
+        rows, 0, len(panel.times) - 1)] == issued)
+    rows = rows[ok]
+    return rows, pairs[pairs["issued_at"].isin(issued[ok])].reset_index(drop=True)
+
+
+def served_metrics(pairs: pd.DataFrame, horizons) -> dict:
+    """What `evaluate` reports, for forecasts as they were served: MAE per horizon, pooled MAE, coverage, and the
+    number of (detector, issue time) samples."""
+    from trafficcore.evaluation.metrics import error_terms, from_sums
+
+    terms = pd.DataFrame(error_terms(pairs["value"], pairs["p10"], pairs["p50"], pairs["p90"])).assign(
+        horizon_min=pairs["horizon_min"].astype(int).to_numpy())
+    per_h = terms.groupby("horizon_min").sum()
+    total = terms.drop(columns="horizon_min").sum()
+    pooled = from_sums(total["n"], total["abs_err"], total["abs_obs"], total["inside"])
+    rates = from_sums(per_h["n"], per_h["abs_err"], per_h["abs_obs"], per_h["inside"])
+    by_h = dict(zip(per_h.index.astype(int), rates["mae"], strict=True))
+    samples = len(pairs[["detector_id", "issued_at"]].drop_duplicates())
+    return {"mae": float(pooled["mae"]), "n_samples": samples,
+            "coverage_p10_p90": float(pooled["coverage_p10_p90"]),
+            "horizons": {str(h): (float(by_h[int(h)]) if int(h) in by_h else None) for h in horizons}}
+
+
+def verdict(evaluation: dict) -> tuple[bool, str]:
+    """Whether the candidate is better: a lower pooled MAE on the held-out day(s) and, where the current model
+    served live forecasts, no higher a MAE than it on the served window's issue times. The reason, in words."""
+    h = evaluation["holdout"]
+    if not h["candidate"]["mae"] < h["current"]["mae"]:
+        return False, "its held-out MAE is not lower than the current model's"
+    served = evaluation.get("served")
+    if served and served["candidate"]["mae"] > served["current"]["mae"]:
+        return False, "it is better on the held-out day but worse than the current model on the served window"
+    return True, ("better on the held-out day" + (" and on the served window" if served else
+                                                  " (no live forecasts served by the current model to compare on)"))
+
+
 # ------------------------------------------------------------------------------ the command's work
 def model_dir_for(store: Store, dataset: str, run_id: str) -> Path:
     """Where a registered candidate is saved: `<db folder>/models/<dataset>/<run_id>/`."""
@@ -222,8 +290,16 @@ def run_update(store: Store, dataset: str, model_dir: str | Path | None = None, 
                                                                           ("candidate", candidate))]
     for win, name, m in tqdm(jobs, desc="evaluate", disable=not progress, dynamic_ncols=True):
         evaluation[win][name] = evaluate(m, panel, getattr(w, win), max_eval_samples, seed)
+    rows, pairs = served_window(store, dataset, (cur_row or {}).get("run_id"), panel, current.spec)
+    if len(rows):
+        evaluation["served"] = {"as_served": served_metrics(pairs, current.spec.horizons_min),
+                                **{name: evaluate(m, panel, rows, max_eval_samples, seed) for name, m in
+                                   (("current", current), ("candidate", candidate))}}
+        w.periods["served"] = [str(panel.times[rows[0]]), str(panel.times[rows[-1]])]
+        w.periods["served_issue_times"] = len(rows)
+        w.periods["served_in_holdout"] = int((panel.times[rows] >= pd.Timestamp(w.periods["holdout"][0])).sum())
     timings["evaluate_s"] = time.perf_counter() - t
-    better = evaluation["holdout"]["candidate"]["mae"] < evaluation["holdout"]["current"]["mae"]
+    better, why = verdict(evaluation)
     do_promote = promote and better
     now_promoted = registry.promoted(store, dataset)
     if do_promote and cur_row is not None and cur_row["promoted"] and (now_promoted or {}).get("run_id") != cur_row[
@@ -241,7 +317,11 @@ def run_update(store: Store, dataset: str, model_dir: str | Path | None = None, 
     ccfg = read_config(dest)
     metrics = {"evaluation": evaluation, "periods": w.periods, "update": ft,
                "holdout_mae": evaluation["holdout"]["candidate"]["mae"],
-               "holdout_mae_parent": evaluation["holdout"]["current"]["mae"], "better_than_parent": better}
+               "holdout_mae_parent": evaluation["holdout"]["current"]["mae"], "better_than_parent": better,
+               "verdict": why}
+    if "served" in evaluation:
+        metrics.update(served_mae=evaluation["served"]["candidate"]["mae"],
+                       served_mae_parent=evaluation["served"]["as_served"]["mae"])
     registry.register(store, dataset, "lm", dest, metrics, ccfg, promote=do_promote, parent=cur_id,
                       train_end=candidate.train_end, status=None if do_promote else ("candidate" if better
                                                                                       else "rejected"),
@@ -249,7 +329,7 @@ def run_update(store: Store, dataset: str, model_dir: str | Path | None = None, 
     timings["total_s"] = sum(timings.values())
     status = "promoted" if do_promote else ("candidate" if better else "rejected")
     return UpdateResult(cur_id, run_id, str(dest), do_promote, status, evaluation, w.periods, ft,
-                        {k: round(v, 1) for k, v in timings.items()})
+                        {k: round(v, 1) for k, v in timings.items()}, why)
 
 
 TRAINED = {"numeric": "the numeric path only (the transformer's head is zero)", "all": "all trainable tensors"}
@@ -261,21 +341,37 @@ def report_lines(r: UpdateResult) -> list[str]:
     hs = list(ev["holdout"]["current"]["horizons"])
     lines = ["", "| window | model | " + " | ".join(f"MAE {h} min" for h in hs) + " | MAE all | P10-P90 cov. | n |",
              "|---|---|" + "---:|" * (len(hs) + 3)]
-    for win, label in (("holdout", f"held out {r.periods['holdout'][0][:10]}..{r.periods['holdout'][1][:10]}"),
-                       ("older", f"older {r.periods['older'][0][:10]}..{r.periods['older'][1][:10]}")):
-        for name in ("current", "candidate"):
+    windows = [("holdout", f"held out {r.periods['holdout'][0][:10]}..{r.periods['holdout'][1][:10]}",
+                ("current", "candidate")),
+               ("older", f"older {r.periods['older'][0][:10]}..{r.periods['older'][1][:10]}", ("current", "candidate"))]
+    if "served" in ev:
+        windows.append(("served", f"served {r.periods['served'][0][:16]}..{r.periods['served'][1][:16]}",
+                        ("as_served", "current", "candidate")))
+    names = {"as_served": "current, as served", "current": "current", "candidate": "candidate"}
+    for win, label, who in windows:
+        for name in who:
             e = ev[win][name]
-            cells = " | ".join(f"{e['horizons'][h]:.3f}" for h in hs)
-            lines.append(f"| {label} | {name} | {cells} | {e['mae']:.3f} | {e['coverage_p10_p90']:.1%} "
+            cells = " | ".join("-" if e["horizons"].get(h) is None else f"{e['horizons'][h]:.3f}" for h in hs)
+            lines.append(f"| {label} | {names[name]} | {cells} | {e['mae']:.3f} | {e['coverage_p10_p90']:.1%} "
                          f"| {e['n_samples']} |")
     d = ev["holdout"]["candidate"]["mae"] - ev["holdout"]["current"]["mae"]
     f = ev["older"]["candidate"]["mae"] - ev["older"]["current"]["mae"]
-    verdict = {"promoted": "promoted", "candidate": "better, registered but not promoted (--no-promote)",
-               "rejected": "not promoted: its held-out MAE is not lower than the current model's"}[r.status]
+    said = {"promoted": f"promoted ({r.reason})", "candidate": f"{r.reason}; registered but not promoted "
+            "(--no-promote or another version was promoted meanwhile)",
+            "rejected": f"not promoted: {r.reason}"}[r.status]
     lines += ["", f"held-out MAE change {d:+.3f} (negative is better); older-window change {f:+.3f} (forgetting "
               f"if positive); fine-tuned {TRAINED[r.finetune['trains']]}: {r.finetune['steps']} steps, best at step "
-              f"{r.finetune['best_step']} ({r.finetune['stopped']})",
-              f"candidate {r.candidate_run_id} saved to {r.candidate_path}: {verdict}",
+              f"{r.finetune['best_step']} ({r.finetune['stopped']})"]
+    if "served" in ev:
+        s = ev["served"]
+        lines.append(f"served window: {r.periods['served_issue_times']} issue times at which the current model "
+                     f"served live forecasts; MAE as served {s['as_served']['mae']:.3f}, re-scored "
+                     f"{s['current']['mae']:.3f}, candidate {s['candidate']['mae']:.3f} (fine-tuning saw these days "
+                     f"except the {r.periods['served_in_holdout']} issue times in the held-out day)")
+    else:
+        lines.append("served window: the current model has no scored live forecasts in the last "
+                     f"{SERVED_DAYS} days; judged on the held-out day only")
+    lines += [f"candidate {r.candidate_run_id} saved to {r.candidate_path}: {said}",
               f"wall time: {', '.join(f'{k} {v}' for k, v in r.timings.items())}"]
     return lines
 

@@ -404,7 +404,7 @@ class GradientBoosting(_Baseline):
             common["nb_ratio4"] = nb_ratio
             nb_valid = nb_idx >= 0
         if "calendar" in groups:
-            times = panel.times[t] if len(t) else pd.DatetimeIndex([])
+            times = panel.time_at(t)  # issue rows may lie one past the newest reading (live forecasts)
             common["issue_tod_min"] = np.asarray(times.hour * 60 + times.minute, dtype=np.float64)
             common["issue_dow"] = np.asarray(times.day_of_week, dtype=np.float64)
             common["holiday"] = samples.calendar[:, 5].astype(np.float64)

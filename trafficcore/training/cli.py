@@ -203,6 +203,8 @@ def _train(dataset, out, model, preset, device, db, backbone, resume, seed, max_
         return
     m.save(out)
     metrics = getattr(m, "metrics", {}) or {}
+    if not metrics.get("val") and len(split.val):  # baselines record no scores of their own; live monitoring
+        metrics = {**metrics, "val": _val_metrics(m, panel, split.val)}  # compares served MAE with this one
     cfg = read_config(out)
     run_id = f"train-{dataset}-{pd.Timestamp.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     _record_run(db, run_id, dataset, model, out, metrics, cfg)
@@ -245,6 +247,15 @@ def _recipe(preset: str):
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise UsageError(f"--preset {path}: not a recipe ({type(e).__name__}: {e})") from None
     return recipe
+
+
+def _val_metrics(model, panel, rows) -> dict:
+    """Per-horizon validation MAE and coverage, in the shape the language model and the stack record."""
+    from trafficcore.data.windows import build_samples
+    from trafficcore.training.engine import horizon_metrics
+
+    samples = build_samples(panel, rows, None, model.spec)
+    return horizon_metrics(model.predict_samples(panel, samples), samples.targets, model.spec.horizons_min)
 
 
 def _size_mb(folder: Path) -> float:
