@@ -169,3 +169,63 @@ def test_chunked_import_is_all_or_nothing(tmp_path):
     with pytest.raises(DataError, match="more than one chunk"):
         store.ingest("other", tables, iter(chunks + chunks[:1]))
     assert store.dataset_names() == ["region"]
+
+
+def _dense_neighbours(panel, k: int, method: str) -> np.ndarray:
+    """The neighbour ranking's definition, as one (D, D) score matrix (what `Panel.neighbour_matrix` computed
+    before it used a k-d tree): same measure, other site; graph-linked sites first (score - 1e7); nearest first,
+    ties by column; no coordinates = 1e6 km."""
+    from trafficcore.data.panel import haversine_km
+
+    det = panel.detectors
+    lat, lon = det["lat"].to_numpy(float), det["lon"].to_numpy(float)
+    site, measure = det["site_id"].astype(str).to_numpy(), det["measure"].astype(str).to_numpy()
+    dist = np.nan_to_num(haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :]), nan=1e6)
+    excluded = (site[:, None] == site[None, :]) | (measure[:, None] != measure[None, :])
+    score = np.where(excluded, np.inf, dist)
+    if method == "graph":
+        pairs = set(zip(panel.adjacency["src"].astype(str), panel.adjacency["dst"].astype(str), strict=True))
+        linked = np.array([[(a, b) in pairs for b in site] for a in site])
+        score = np.where(linked & ~excluded, score - 1e7, score)
+    order = np.argsort(score, axis=1, kind="stable")[:, :k]
+    out = np.where(np.isfinite(np.take_along_axis(score, order, axis=1)), order, -1)
+    return np.hstack([out, np.full((len(det), k - out.shape[1]), -1)]) if out.shape[1] < k else out
+
+
+def _toy_panel(rng, n_sites: int):
+    from trafficcore.data.panel import Panel
+
+    rows, pos = [], []
+    for s in range(n_sites):
+        la, lo = (52 + rng.normal(0, 0.03), 5 + rng.normal(0, 0.03)) if not pos or rng.random() > 0.3 else \
+            pos[int(rng.integers(len(pos)))]  # some sites share a position: ties
+        pos.append((la, lo))
+        for a in range(int(rng.integers(1, 5))):
+            here = (la, lo) if rng.random() < 0.5 else (la + rng.normal(0, 1e-4), lo + rng.normal(0, 1e-4))
+            if rng.random() < 0.1:
+                here = (np.nan, np.nan)
+            rows.append({"detector_id": f"S{s}:{a}", "site_id": f"S{s}", "lat": here[0], "lon": here[1],
+                         "measure": "speed" if rng.random() < 0.2 else "volume"})
+    ids = [f"S{s}" for s in range(n_sites)]
+    adj = pd.DataFrame([(a, b, 1.0, "road") for a in ids for b in ids if a != b and rng.random() < 0.15],
+                       columns=["src", "dst", "weight", "kind"])
+    det = pd.DataFrame(rows)
+    return Panel(dataset="toy", info={"interval_s": 900}, times=pd.DatetimeIndex([]), detectors=det,
+                 values=np.zeros((0, len(det)), np.float32), sites=pd.DataFrame(), events=pd.DataFrame(),
+                 weather=pd.DataFrame(), adjacency=adj)
+
+
+def test_neighbour_ranking_is_the_dense_definition_without_its_quadratic_cost():
+    rng = np.random.default_rng(1)
+    panels = [_toy_panel(rng, int(n)) for n in rng.integers(1, 30, 25)]
+    tables, _ = region.generate_with_truth(60, seed=0)
+    from trafficcore.data.panel import Panel
+
+    det = tables.detectors.merge(tables.sites[["site_id"]], on="site_id")
+    panels.append(Panel(dataset="r", info={"interval_s": 900}, times=pd.DatetimeIndex([]), detectors=det,
+                        values=np.zeros((0, len(det)), np.float32), sites=tables.sites, events=pd.DataFrame(),
+                        weather=pd.DataFrame(), adjacency=tables.adjacency))
+    for p in panels:
+        for k in (1, 4, 6):
+            for method in ("distance", "graph"):
+                assert np.array_equal(p.neighbour_matrix(k, method), _dense_neighbours(p, k, method)), (k, method)

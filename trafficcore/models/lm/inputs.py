@@ -298,14 +298,22 @@ class FastContext:
         p = self.panel
         t = np.datetime64(p.times[0].to_datetime64()) + issue_idx * np.timedelta64(p.interval)
         hz = np.timedelta64(self.horizon + pd.Timedelta(hours=1))
+        # samples grouped by detector, so each event looks only at the samples of detectors near it (a region's
+        # thousand incidents each touch a few detectors: checking every sample for every event grew as their product)
+        order = np.argsort(detector_idx, kind="stable")
+        starts = np.searchsorted(detector_idx[order], np.arange(len(self.det) + 1))
         for j in np.flatnonzero(~self.ev_holiday):
-            near = self.near[detector_idx, j]
-            if not near.any():
+            dets = np.flatnonzero(self.near[:, j])
+            if not dets.size:
                 continue
+            idx = np.concatenate([order[starts[d]:starts[d + 1]] for d in dets])
+            if not idx.size:
+                continue
+            ts = t[idx]
             s, e = self.ev_start[j], self.ev_end[j]
-            visible = (s <= t) if self.ev_unplanned[j] else (s <= t + hz)
-            recent = s >= t - np.timedelta64(int(window_min), "m")
-            out |= near & visible & recent & (e >= t - np.timedelta64(1, "h"))
+            visible = (s <= ts) if self.ev_unplanned[j] else (s <= ts + hz)
+            recent = s >= ts - np.timedelta64(int(window_min), "m")
+            out[idx] |= visible & recent & (e >= ts - np.timedelta64(1, "h"))
         return out
 
 
