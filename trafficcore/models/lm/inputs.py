@@ -198,6 +198,9 @@ class FastContext:
         self.panel = panel
         self.spec = spec
         self.det = panel.detectors.reset_index(drop=True)
+        # per issue row: its time, the events visible then and the weather row (a forecast of every detector
+        # shares one issue time: 8,000 samples ask the same question)
+        self._at_row: dict[int, tuple] = {}
         self.holidays = holiday_dates(panel)
         self.horizon = pd.Timedelta(minutes=max(spec.horizons_min))
         ev = panel.events
@@ -253,13 +256,9 @@ class FastContext:
     def fields(self, detector_idx: int, issue_row: int, details: bool = False) -> dict:
         """`windows.context_fields`; with `details`, each event also says how far it is (`km`) and, for planned
         events, when it ends (`minutes_to_end`): what the language model needs to place an event in space and time."""
-        t = self.time_of(issue_row)
+        t, active, weather, holiday = self._row(int(issue_row))
         events = []
         if self.n_events:
-            t64 = np.datetime64(t.to_datetime64())
-            hz = np.datetime64((t + self.horizon + pd.Timedelta(hours=1)).to_datetime64())
-            visible = np.where(self.ev_unplanned, self.ev_start <= t64, self.ev_start <= hz)
-            active = visible & (self.ev_end >= t64 - np.timedelta64(1, "h")) & ~self.ev_holiday
             for j in np.flatnonzero(active & self.near[int(detector_idx)]):
                 mins = int((pd.Timestamp(self.ev_start[j]) - t) / pd.Timedelta(minutes=1))
                 events.append({"kind": self.ev_kind[j], "text": self.ev_text[j], "minutes_from_now": mins})
@@ -269,19 +268,36 @@ class FastContext:
                         events[-1]["km"] = float(km)
                     if not self.ev_unplanned[j]:  # an incident's end is known only afterwards
                         events[-1]["minutes_to_end"] = int((pd.Timestamp(self.ev_end[j]) - t) / pd.Timedelta(minutes=1))
+        return {
+            **self.static[int(detector_idx)],
+            "issued_at": t,
+            "holiday": holiday,
+            "events": events[:3],
+            "weather": dict(weather),
+        }
+
+    def _row(self, issue_row: int) -> tuple:
+        """(time, events visible and not over, weather row, holiday) at an issue row, computed once per row."""
+        hit = self._at_row.get(issue_row)
+        if hit is not None:
+            return hit
+        t = self.time_of(issue_row)
+        active = None
+        if self.n_events:
+            t64 = np.datetime64(t.to_datetime64())
+            hz = np.datetime64((t + self.horizon + pd.Timedelta(hours=1)).to_datetime64())
+            visible = np.where(self.ev_unplanned, self.ev_start <= t64, self.ev_start <= hz)
+            active = visible & (self.ev_end >= t64 - np.timedelta64(1, "h")) & ~self.ev_holiday
         weather = {}
         if len(self.w_ts):
             # the reference takes the last row (in table order) among those with ts <= t
             ok = np.flatnonzero(self.w_ts <= np.datetime64(t.to_datetime64()))
             if ok.size:
-                weather = dict(self.w_rows[int(ok[-1])])
-        return {
-            **self.static[int(detector_idx)],
-            "issued_at": t,
-            "holiday": t.date() in self.holidays,
-            "events": events[:3],
-            "weather": weather,
-        }
+                weather = self.w_rows[int(ok[-1])]
+        if len(self._at_row) >= 4096:  # bounded: a training epoch visits every row once
+            self._at_row.clear()
+        self._at_row[issue_row] = hit = (t, active, weather, t.date() in self.holidays)
+        return hit
 
     def recent_event_mask(self, detector_idx: np.ndarray, issue_idx: np.ndarray, window_min: int = 180) -> np.ndarray:
         """Per sample: does its context text mention an event that is upcoming or started within `window_min`?
