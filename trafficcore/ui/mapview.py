@@ -17,8 +17,9 @@ import pandas as pd
 
 #: Sites drawn one by one up to this many; above it the city view is aggregated into areas.
 DIRECT_LIMIT = 400
-#: About how many areas the aggregated city view shows.
+#: About how many areas the aggregated city view shows at most, and about how many sites an area holds.
 TARGET_AREAS = 150
+SITES_PER_AREA = 12
 _KM_PER_DEG_LAT = 111.32
 
 
@@ -27,8 +28,11 @@ def aggregated(n_sites: int) -> bool:
     return n_sites > DIRECT_LIMIT
 
 
-def area_grid(sites: pd.DataFrame, target: int = TARGET_AREAS) -> tuple[float, float, float, float]:
-    """(lat0, lon0, dlat, dlon): a grid of square cells over the sites' extent with about `target` cells."""
+def area_grid(sites: pd.DataFrame, target: int | None = None) -> tuple[float, float, float, float]:
+    """(lat0, lon0, dlat, dlon): a grid of square cells over the sites' extent with about `target` cells
+    (default: a dozen sites a cell, at most `TARGET_AREAS` cells)."""
+    if target is None:
+        target = min(TARGET_AREAS, max(4, len(sites) // SITES_PER_AREA))
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
     lat0, lon0 = float(np.nanmin(lat)), float(np.nanmin(lon))
     k = math.cos(math.radians(float(np.nanmean(lat))))
