@@ -1,13 +1,15 @@
 """Time the Forecast map, Site detail and Signal what-if through Streamlit AppTest on one dataset of a store.
 
-    python tests/bench_scale_pages.py --db STORE --dataset region [--json out.json]
+    python tests/bench_scale_pages.py --db STORE --dataset region [--json out.json] [--browser]
 
 Run by `python -m trafficcore.evaluation.scale` (the package itself never imports Streamlit). Prints, and
 writes as JSON, seconds per step: the map's first view, the wait for the serving model, the map with that
 model's forecasts for every detector, a horizon change, a site search in the sidebar (which zooms a region
 map into the site's area), back to the whole region, Site detail and Signal what-if (first run and rerun),
 the map page's data preparation (the `trafficcore.ui` functions it calls), the deck's JSON size, and this
-process's peak memory (the dashboard's, as AppTest runs the app in-process).
+process's peak memory (the dashboard's, as AppTest runs the app in-process). With --browser (Debian chromium
+and Playwright, as in tests/test_browser.py), also the first map in a real browser: seconds from the start of
+`streamlit run` until the map canvas shows the circles, and from opening the page.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--db", required=True)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--browser", action="store_true", help="also time the first map in chromium")
     a = ap.parse_args()
     os.environ["TRAFFICCORE_DB"] = a.db
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,6 +43,8 @@ def main() -> None:
 
     out: dict = {}
     errors: list[str] = []
+    if a.browser:  # first, while nothing is cached: a user's first visit after `streamlit run`
+        out.update(browser_first_map(Path(a.db)))
 
     def timed(key: str, fn):
         t0 = time.perf_counter()
@@ -99,6 +104,37 @@ def main() -> None:
     if a.json:
         a.json.write_text(json.dumps(out))
     sys.exit(1 if errors else 0)
+
+
+def browser_first_map(db: Path) -> dict:
+    """Seconds until the map canvas shows the circles in chromium: from `streamlit run`, and from opening the page."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from test_browser import ARGS, CHROMIUM, _canvas_has_sites, streamlit_server
+    except BaseException as e:  # noqa: BLE001 - pytest's skip (no chromium, no Playwright) is a BaseException
+        return {"browser_error": f"no browser measurement: {e}"}
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="tc-browser-") as tmp, sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(str(Path(tmp) / "profile"), executable_path=str(CHROMIUM),
+                                                    headless=True, args=ARGS, viewport={"width": 1366, "height": 768})
+        page = ctx.new_page()
+        started = time.perf_counter()
+        try:
+            with streamlit_server(db, Path(tmp), Path(tmp) / "streamlit.log") as url:
+                t0 = time.perf_counter()
+                page.goto(url + "/")
+                page.locator('[data-testid="stDeckGlJsonChart"] canvas').first.wait_for(state="visible",
+                                                                                       timeout=300_000)
+                deadline = time.perf_counter() + 120
+                while not _canvas_has_sites(page) and time.perf_counter() < deadline:
+                    page.wait_for_timeout(100)
+                done = time.perf_counter()
+                return {"browser_first_map_s": done - started, "browser_first_map_after_open_s": done - t0}
+        finally:
+            ctx.close()
 
 
 if __name__ == "__main__":

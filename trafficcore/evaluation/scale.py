@@ -255,8 +255,9 @@ def run_size(n_sites: int, workdir: Path, skip: set[str], log=print) -> dict:
         step(name, [py, "-m", "trafficcore.evaluation.scale", "--step", name, "--db", db, "--work", str(work)])
     pages = config.PROJECT_ROOT / "tests" / "bench_scale_pages.py"
     if pages.exists():
-        step("dashboard", [py, str(pages), "--db", db, "--dataset", DATASET, "--json", str(work / "pages.json")],
-             work / "pages.json")
+        browser = ["--browser"] if Path("/usr/bin/chromium").exists() else []
+        step("dashboard", [py, str(pages), "--db", db, "--dataset", DATASET, "--json", str(work / "pages.json"),
+                           *browser], work / "pages.json")
     else:
         out["dashboard"] = {"ok": False, "error": f"{pages} is absent (the dashboard step needs a checkout)"}
     step("api", [py, "-m", "trafficcore.api.bench", "load", "--db", db, "--dataset", DATASET, "--clients", "20",
@@ -281,6 +282,8 @@ FIGURES = (
     ("historical average fit", "forecast_ha", "prepare_s", "s", None),
     ("forecast all, hist. average, warm", "forecast_ha", "warm_s", "s", None),
     ("explanation, warm", "explain", "warm_s", "s", 2.0),
+    ("map: first view in chromium, from streamlit run", "dashboard", "browser_first_map_s", "s", 10.0),
+    ("map: first view in chromium, from opening the page", "dashboard", "browser_first_map_after_open_s", "s", None),
     ("map: first view (AppTest)", "dashboard", "map_first_s", "s", 10.0),
     ("map: with the model's forecasts", "dashboard", "map_model_s", "s", None),
     ("map: change horizon", "dashboard", "map_horizon_s", "s", 1.0),
