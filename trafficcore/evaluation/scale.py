@@ -446,8 +446,11 @@ def main(argv: list[str] | None = None) -> int:
             if a.json:
                 _write_json(a.json, results)
     finally:
-        if not a.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if not a.keep:  # only what this run made: the n<N> folders, and the work folder if it was a temporary one
+            for n in sizes:
+                shutil.rmtree(workdir / f"n{n}", ignore_errors=True)
+            if a.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(growth_table(results))
     if a.json:
