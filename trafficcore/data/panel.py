@@ -247,15 +247,15 @@ def load_panel(store: Store, dataset: str, measure: str | None = None) -> Panel:
         times = pd.DatetimeIndex([], dtype="datetime64[ns]") if lo is None else pd.date_range(start, hi, freq=interval)
         values = np.full((len(times), len(det)), np.nan, dtype=np.float32)
         if lo is not None:
-            got = con.execute(  # 4-byte columns: a region's 20 million readings cross over in half the time
-                """SELECT c.col::INTEGER AS col, ((epoch_us(o.ts) - epoch_us(?::TIMESTAMP)) // ?)::INTEGER AS r,
-                          o.value::FLOAT AS value
+            # each reading's cell as one flat index, and 4-byte values: a region's 20 million readings cross over
+            # and land in the grid in half the time of (row, column) pairs
+            got = con.execute(
+                """SELECT ((epoch_us(o.ts) - epoch_us(?::TIMESTAMP)) // ?) * ? + c.col AS cell, o.value::FLOAT AS value
                    FROM observations o JOIN _cols c USING (detector_id) WHERE o.dataset = ? AND o.ts >= ?""",
-                [start.to_pydatetime(), int(interval.total_seconds() * 1_000_000), dataset, start.to_pydatetime()],
+                [start.to_pydatetime(), int(interval.total_seconds() * 1_000_000), len(det), dataset,
+                 start.to_pydatetime()],
             ).fetchnumpy()
-            values[np.asarray(got["r"], dtype=np.int64), np.asarray(got["col"], dtype=np.int64)] = np.asarray(
-                got["value"], dtype=np.float32
-            )
+            values.reshape(-1)[np.asarray(got["cell"], dtype=np.int64)] = np.asarray(got["value"], dtype=np.float32)
         con.unregister("_cols")
     return Panel(
         dataset=dataset,

@@ -160,7 +160,10 @@ def build_samples(
     hist_rows = t_idx[:, None] + np.arange(-spec.history_steps, 0)[None, :]
     history = _cells(values, hist_rows, d_idx[:, None])
     nb = neighbour_idx[d_idx]  # (N, K)
-    neighbours = _cells(values, hist_rows[:, None, :], nb[:, :, None])
+    if (nb < 0).all():  # windows without neighbours (baselines that do not read them)
+        neighbours = np.full(nb.shape + (spec.history_steps,), np.nan, dtype=np.float32)
+    else:
+        neighbours = _cells(values, hist_rows[:, None, :], nb[:, :, None])
     target_rows = t_idx[:, None] + hsteps[None, :] - 1
     targets = _cells(values, target_rows, d_idx[:, None])
     last_week = _cells(values, target_rows - week, d_idx[:, None])
