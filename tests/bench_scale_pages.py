@@ -59,9 +59,9 @@ def main() -> None:
     at.query_params.update({"dataset": a.dataset})
     timed("map_first_s", at.run)
     ctx = at.session_state["_ctx"]
-    t0 = time.perf_counter()
-    if ctx.model is None:
-        sh.loaded_model(ctx)
+    t0 = time.perf_counter()  # the serving model (the sidebar's first choice), loaded in the background meanwhile
+    serving = sh.get_choices(ctx.db, ctx.dataset, ctx.info, sh.store_version(ctx.db))[0]
+    sh.get_model(ctx.db, ctx.dataset, ctx.stamp, serving)
     out["model_wait_s"] = time.perf_counter() - t0
     timed("map_model_s", at.run)
     ctx = at.session_state["_ctx"]
