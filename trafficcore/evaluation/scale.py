@@ -2,6 +2,7 @@
 
     python -m trafficcore.evaluation.scale --sites 40,500,2000 [--workdir /tmp/tc-scale] [--keep]
         [--json docs/results/scale.json] [--plot docs/scale_growth.png] [--skip api,update]
+    python -m trafficcore.evaluation.scale --report docs/results/scale.json [--plot PNG]   # table of a past run
 
 For each N, in a fresh store under the work folder (deleted afterwards unless --keep):
 
@@ -377,8 +378,8 @@ def plot(results: list[dict], path: Path) -> None:
 
     results = sorted(results, key=lambda r: r["sites"])
     d = [detectors_of(r) for r in results]
-    keep = ("import", "panel_load_s", "forecast_serving", "explain", "map_first_s", "map_horizon_s", "p95_ms",
-            "update", "store_mb")
+    keep = ("import", "panel_load_s", "forecast_serving", "explain", "browser_first_map_s", "map_horizon_s",
+            "p95_ms", "update", "store_mb")
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     for label, step, key, unit, _ in FIGURES:
         if not ((step in keep and key in ("wall_s", "warm_s")) or key in keep):
@@ -393,6 +394,8 @@ def plot(results: list[dict], path: Path) -> None:
         ax.plot([x0, x1], [1.0, x1 / x0], "k--", lw=1, label="linear in detectors (from 1 at the smallest N)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(d, [f"{x:,}" for x in d])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("detectors (N sites x ~4 approaches)")
     ax.set_ylabel("cost (seconds; MB for the store)")
     ax.set_title("trafficcore cost against region size (2-core CPU)")
@@ -418,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write every measured figure here")
     ap.add_argument("--plot", type=Path, default=None, help="write the log-log growth plot (PNG) here")
     ap.add_argument("--skip", default="", help=f"comma-separated steps to leave out: {', '.join(STEPS)}")
+    ap.add_argument("--report", type=Path, default=None, help="measure nothing: print the table (and --plot) of "
+                                                              "a JSON written by an earlier run")
     ap.add_argument("--step", choices=sorted(IN_PROCESS), help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -426,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         res = IN_PROCESS[a.step](a.db, a.work)
         res["peak_rss_self_mb"] = _rss_mb()
         print(MARK + json.dumps(res), flush=True)
+        return 0
+    if a.report:
+        results = json.loads(a.report.read_text())["results"]
+        print(growth_table(results))
+        if a.plot:
+            plot(results, a.plot)
+            print(f"wrote {a.plot}")
         return 0
     try:
         sizes = [int(s) for s in a.sites.split(",") if s.strip()]
