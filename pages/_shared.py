@@ -156,8 +156,8 @@ def loader_for(key: str) -> ModelLoader | None:
 def start_loading(path: str, dataset: str, stamp: str, choice: uim.ModelChoice) -> ModelLoader:
     """Start preparing a model in the background (once per process); returns its loader.
 
-    app.py calls this at the end of a script run, after the page has been drawn, so that importing
-    torch or fitting trees does not compete with the first page for the CPU.
+    app.py calls this `LOAD_DELAY_S` after a session's first page (its `_refresh_when_loaded` fragment), so
+    that importing torch or fitting trees does not compete with the browser drawing that page for the CPU.
     """
     key = loader_key(path, dataset, stamp, choice)
     with _LOADERS_LOCK:

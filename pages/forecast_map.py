@@ -2,7 +2,8 @@
 
 Click a circle to select the site (the sidebar and the other pages follow). Offline the map draws
 the road links between sites on a plain canvas; with "Basemap tiles" on (needs internet) it adds
-Carto's street map underneath.
+Carto's street map underneath. A region of more than `mapview.DIRECT_LIMIT` sites opens on areas (each
+circle sums its sites); a click on one, or choosing a site, zooms to that area's sites.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import streamlit as st
 from pages import _shared as sh
 from trafficcore.ui import events as uev
 from trafficcore.ui import forecasts as uif
-from trafficcore.ui import view_state
+from trafficcore.ui import mapview, view_state
 from trafficcore.ui.safe import md
 
 MODES = {"volume": "Forecast value", "change": "Change vs typical"}
@@ -33,7 +34,29 @@ def _on_pick() -> None:
     picked = objects.get("sites") or []
     if picked:
         sh.select_site(str(picked[0]["site_id"]))
+    area = objects.get("areas") or []
+    if area:
+        sh.keep("map_area", (sh.kept("dataset"), str(area[0]["site_id"])))
     sh.keep("map_pick_n", sh.kept("map_pick_n", 0) + 1)
+
+
+def _whole_city() -> None:
+    sh.keep("map_area", None)
+
+
+def _area(site: str | None, styled, grid) -> str | None:
+    """The area the map is zoomed into (None: the whole city). Choosing another site (the sidebar's search,
+    a click) zooms to its area; the first view shows the whole city."""
+    dataset = sh.kept("dataset")
+    if sh.kept("map_area_for") is None:
+        sh.keep("map_area_for", (dataset, site))
+    elif sh.kept("map_area_for") != (dataset, site):
+        sh.keep("map_area_for", (dataset, site))
+        row = styled[styled["site_id"] == site]
+        if not row.empty:
+            sh.keep("map_area", (dataset, str(mapview.area_of(row["lat"], row["lon"], grid)[0])))
+    kept = sh.kept("map_area")
+    return kept[1] if kept and kept[0] == dataset else None
 
 
 def _on_horizon() -> None:
@@ -61,28 +84,51 @@ basemap = c3.toggle("Basemap tiles", help="Street map underneath (needs internet
 
 totals = uif.site_totals(fc, panel, horizon, measure)
 styled, legend = uif.style_sites(totals, mode, ctx.site)
+
+
+def _with_tip(df):
+    """The hover text of a circle (site or area): name, forecast, typical and change."""
+    return df.assign(tip=df["name"].astype(str) + " (" + df["site_id"].astype(str) + ")\nForecast: "
+                     + df["forecast_txt"].astype(str) + "\nTypical: " + df["typical_txt"].astype(str) + "  change "
+                     + df["change_txt"].astype(str))
+
+
+styled = _with_tip(styled)
 target = fc.loc[fc["horizon_min"] == horizon, "target_ts"].min()
 st.caption(f"Forecast issued {ctx.issued_at:%a %d %b %H:%M} for the 15 minutes starting {target:%H:%M} "
            f"({horizon} min ahead); {measure} in {units}, summed over each site's approaches."
            if measure == "volume" else
            f"Forecast issued {ctx.issued_at:%a %d %b %H:%M} for {target:%H:%M} ({horizon} min ahead); {units}.")
 
+grid = mapview.area_grid(styled) if mapview.aggregated(len(styled)) and not styled.empty else None
+area = _area(ctx.site, styled, grid) if grid is not None else None
+shown, roads, areas = styled, uif.road_lines(panel), None
+if area is not None:
+    bounds = mapview.area_bounds(area, grid)
+    shown, roads = styled[mapview.inside(styled, bounds)], mapview.roads_inside(roads, bounds)
+elif grid is not None:  # the whole region: one circle per area, no road links
+    sel_area = styled.loc[styled["site_id"] == ctx.site, ["lat", "lon"]]
+    sel_key = mapview.area_of(sel_area["lat"], sel_area["lon"], grid)[0] if not sel_area.empty else None
+    areas = _with_tip(uif.style_sites(mapview.area_totals(totals, grid, measure), mode, sel_key)[0])
+    shown, roads = styled.iloc[:0], roads.iloc[:0]
+
 layers = []
-roads = uif.road_lines(panel)
 if not roads.empty:
     layers.append(pdk.Layer("LineLayer", roads, id="roads", get_source_position=["src_lon", "src_lat"],
                             get_target_position=["dst_lon", "dst_lat"], get_color=[120, 130, 140, 140],
                             get_width=2, width_units="'pixels'"))
-styled["tip"] = (styled["name"].astype(str) + " (" + styled["site_id"].astype(str) + ")\nForecast: "
-                 + styled["forecast_txt"].astype(str) + "\nTypical: " + styled["typical_txt"].astype(str) + "  change "
-                 + styled["change_txt"].astype(str))
 cols = ["site_id", "name", "lat", "lon", "color", "radius", "line", "line_width", "forecast_txt", "typical_txt",
-        "change_txt", "approaches", "tip"]
-layers.append(pdk.Layer("ScatterplotLayer", styled[cols], id="sites", get_position=["lon", "lat"],
+        "change_txt", "tip", "approaches"]
+if areas is not None:
+    layers.append(pdk.Layer("ScatterplotLayer", areas[cols[:-1] + ["sites"]], id="areas", get_position=["lon", "lat"],
+                            get_fill_color="color", get_radius="radius", radius_units="'pixels'", stroked=True,
+                            get_line_color="line", get_line_width="line_width", line_width_units="'pixels'",
+                            pickable=True, auto_highlight=True))
+layers.append(pdk.Layer("ScatterplotLayer", shown[cols], id="sites", get_position=["lon", "lat"],
                         get_fill_color="color", get_radius="radius", radius_units="'pixels'", stroked=True,
                         get_line_color="line", get_line_width="line_width", line_width_units="'pixels'",
                         pickable=True, auto_highlight=True))
-sel = styled[styled["site_id"] == ctx.site]
+sel = shown[shown["site_id"] == ctx.site]
 if not sel.empty:
     layers.append(pdk.Layer("TextLayer", sel[["lon", "lat", "name"]], id="label", get_position=["lon", "lat"],
                             get_text="name", get_size=13, font_family="'Source Sans Pro, sans-serif'",
@@ -98,8 +144,8 @@ if not active.empty:
                             get_position=["lon", "lat"], get_size=26, size_units="'pixels'", pickable=True))
 tooltip = {"text": "{tip}", "style": {"fontSize": "12px", "whiteSpace": "pre-line"}}
 deck_kwargs = {"map_style": None} if basemap else {"map_provider": None, "map_style": None}
-deck = pdk.Deck(layers=layers, initial_view_state=pdk.ViewState(**view_state(styled)), tooltip=tooltip,
-                **deck_kwargs)
+deck = pdk.Deck(layers=layers, initial_view_state=pdk.ViewState(**view_state(areas if areas is not None else shown)),
+                tooltip=tooltip, **deck_kwargs)
 st.pydeck_chart(deck, on_select=_on_pick, selection_mode="single-object", key=_pick_key(), height=470,
                 alt="Map of the intersections coloured by forecast")
 if basemap:
@@ -113,8 +159,13 @@ with sh.guarded("events in effect"):
         if len(active) > 8:
             st.caption(f"and {len(active) - 8} more (the Live page lists them all)")
 title = f"Forecast ({units})" if mode == "volume" else "Forecast against the same weekday and time, last 4 weeks"
+how = ("Each circle is an area of the region and sums its sites: click one to zoom in, or choose a site."
+       if areas is not None else "Click a circle to select its site.")
 st.html(uif.legend_html(title, legend) + '<div style="font-size:0.8rem;color:#5a6670">Circle size: forecast '
-        "value. Click a circle to select its site.</div>")
+        f"value. {how}</div>")
+if area is not None:
+    st.button(f"Back to the whole region ({len(styled):,} sites)", on_click=_whole_city, icon=":material/zoom_out_map:",
+              key="map_whole")
 
 left, right = st.columns([3, 2])
 with left, sh.guarded("approach table"):

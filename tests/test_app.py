@@ -208,7 +208,11 @@ def test_shipped_model_loads_in_the_background_and_takes_over(app, city_db, tmp_
     assert at.selectbox(key="model").value == "shipped"
     side = texts(at.sidebar)
     assert "being prepared" in side and "Historical average" in side
+    # the load starts LOAD_DELAY_S after the first page (the browser draws it meanwhile); here at once
+    assert sys.modules["pages._shared"].loader_for(str(folder)) is None
+    at.session_state["_load_soon_at"] = 0.0
     gate.set()
+    at.run()
     sys.modules["pages._shared"].loader_for(str(folder)).done.wait(30)
     at.run()
     side = texts(at.sidebar)

@@ -115,7 +115,7 @@ def test_detector_filtered_read_skips_other_detectors_row_groups(city, tmp_path)
     with store.connect() as con:  # the panel's own query: the detector filter reaches the Parquet scan
         con.register("_sel", pd.DataFrame({"detector_id": ["S02:N"], "col": [0]}))
         plan = con.execute("EXPLAIN ANALYZE " + VALUES_SQL,
-                           [full.times[0].to_pydatetime(), 900_000_000, "city", full.times[0].to_pydatetime()]
+                           [full.times[0].to_pydatetime(), 900_000_000, 1, "city", full.times[0].to_pydatetime()]
                            ).fetchall()[0][1]
     scanned, total = map(int, re.search(r"Row Groups Scanned: (\d+) / (\d+)", plan).groups())
     assert total >= 16 and scanned <= total // 8, plan

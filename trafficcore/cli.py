@@ -71,12 +71,12 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _ingest(db: Path | None, dataset: str, tables) -> None:
+def _ingest(db: Path | None, dataset: str, tables, observation_chunks=None) -> None:
     from trafficcore.data.store import Store
 
     store = Store(db)
     t0 = time.perf_counter()
-    counts = store.ingest(dataset, tables)
+    counts = store.ingest(dataset, tables, observation_chunks)
     dt = time.perf_counter() - t0
     summary = ", ".join(f"{k} {v:,}" for k, v in counts.items() if v)
     typer.echo(f"imported dataset '{dataset}' into {store.path}: {summary} ({dt:.1f} s to write)")
@@ -148,17 +148,45 @@ def _one(paths: list[Path], fmt: str) -> None:
 @app.command()
 def demo(
     seed: int = typer.Option(0, help="random seed (the data are deterministic for a seed)"),
-    dataset: str = typer.Option("demo", "--dataset"),
-    weeks: int = typer.Option(8, help="weeks of 15-minute counts"),
+    dataset: str | None = typer.Option(None, "--dataset", help="dataset name (default: demo; region with --sites)"),
+    weeks: int | None = typer.Option(None, help="weeks of 15-minute counts (default: 8; 4 with --sites)"),
+    sites: int | None = typer.Option(None, "--sites", help="instead of the 40-site demo city, a synthetic region of "
+                                                           "this many signalised sites (trafficcore.data.region)"),
     db: Path | None = DbOpt,
 ) -> None:
-    """Generate the synthetic demo city and import it."""
+    """Generate the synthetic demo city (or, with --sites N, a region of N sites) and import it."""
+    if sites is not None:
+        _region(seed, dataset or "region", weeks, sites, db)
+        return
     from trafficcore.data import demo as demo_city
 
+    dataset = dataset or "demo"
     t0 = time.perf_counter()
-    tables = demo_city.generate(seed=seed, weeks=weeks)
+    try:
+        tables = demo_city.generate(seed=seed, weeks=8 if weeks is None else weeks)
+    except ValueError as e:
+        _fail(str(e))
     typer.echo(f"generated the demo city (synthetic) in {time.perf_counter() - t0:.1f} s")
     _ingest(db, dataset, tables)
+    _first_view(db, dataset)
+
+
+def _region(seed: int, dataset: str, weeks: int | None, sites: int, db: Path | None) -> None:
+    """`demo --sites N`: generate the region and write its observations in chunks (one transaction)."""
+    import numpy as np
+
+    from trafficcore.data import region
+
+    t0 = time.perf_counter()
+    try:
+        weeks = region.DEFAULT_WEEKS if weeks is None else weeks
+        tables, counts, truth = region.simulate(sites, seed=seed, weeks=weeks)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(f"generated the region '{region.REGION}' (synthetic): {len(tables.sites):,} sites, "
+               f"{len(tables.detectors):,} detectors, {int(np.isfinite(counts).sum()):,} readings "
+               f"in {time.perf_counter() - t0:.1f} s")
+    _ingest(db, dataset, tables, region.observation_chunks(counts, truth.times, truth.detector_ids))
     _first_view(db, dataset)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import html
 import re
+import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -189,23 +190,33 @@ def _typical(panel: Panel, d: int, row: int, spec) -> tuple[np.ndarray, np.ndarr
     return prof(d, hist_rows), prof(d, target_rows)
 
 
-_PROFILE_CACHE = _ObjectCache(64)
+_PROFILE_CACHE = _ObjectCache(1024)
 
 
 def profile_before(panel: Panel, row: int):
-    """A lookup (detector, rows) -> typical value, fit on readings before the issue day."""
+    """A lookup (detector, rows) -> typical value, fit on readings before the issue day.
+
+    Fit per detector when first asked (an explanation reads its detector and its neighbours): a table of every
+    detector would cost a pass over the whole panel per issue day, seconds for a region of 8,000 detectors.
+    """
     day_start = int(row - row % int(pd.Timedelta(days=1) / panel.interval))
-    lookup = _PROFILE_CACHE.get((panel,), (day_start,))
-    if lookup is None:
-        table = slot_means(panel, np.arange(day_start))  # (D, 2, slots)
-        overall = np.nan_to_num(np.nanmean(panel.values[:day_start], axis=0)) if day_start else np.zeros(table.shape[0])
 
-        def lookup(d: int, rows: np.ndarray, table=table, overall=overall) -> np.ndarray:
-            k, s = daytype_slot(panel, rows)
-            out = table[d, k, s].astype(float)
-            return np.where(np.isfinite(out), out, float(overall[d]))
+    def lookup(d: int, rows: np.ndarray) -> np.ndarray:
+        d = int(d)
+        entry = _PROFILE_CACHE.get((panel,), (day_start, d))
+        if entry is None:
+            col = panel.values[:, d:d + 1]
+            table = slot_means(panel, np.arange(day_start), values=col)[0]  # (2, slots)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a detector without readings: 0, as before
+                overall = float(np.nan_to_num(np.nanmean(col[:day_start], axis=0)[0])) if day_start else 0.0
+            entry = (table, overall)
+            _PROFILE_CACHE.put((panel,), (day_start, d), entry)
+        table, overall = entry
+        k, s = daytype_slot(panel, rows)
+        out = table[k, s].astype(float)
+        return np.where(np.isfinite(out), out, overall)
 
-        _PROFILE_CACHE.put((panel,), (day_start,), lookup)
     return lookup
 
 

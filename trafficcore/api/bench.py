@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import shutil
@@ -194,13 +195,26 @@ def run_load(db: Path | None, dataset: str, clients: int, requests: int) -> dict
             cpu0 = _cpu_s(srv.proc.pid)
             lat, errors, wall = asyncio.run(_load(srv.url, srv.headers, dataset, sites, clients, requests))
             server_cpu = _cpu_s(srv.proc.pid) - cpu0
+            server_rss = _peak_rss_mb(srv.proc.pid)
     ms = lat * 1000
     return {
         "dataset": dataset, "model": model, "sites": len(sites), "clients": clients, "requests": len(lat),
         "errors": errors, "cold_ms": cold * 1000, "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)), "max_ms": float(ms.max()), "req_per_s": len(lat) / wall,
         "server_cpu_ms_per_req": 1000 * server_cpu / max(1, len(lat)), "load_avg_1min": os.getloadavg()[0],
+        "server_peak_rss_mb": server_rss,
     }
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory of a running process (Linux /proc VmHWM; None elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- crash
@@ -317,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         q = sub.add_parser(name)
         q.add_argument("--db", type=Path, default=None, help="store to copy (default: a fresh demo city)")
         q.add_argument("--dataset", default="demo")
+        q.add_argument("--json", type=Path, default=None, help="also write the result here")
     sub.choices["load"].add_argument("--clients", type=int, default=20)
     sub.choices["load"].add_argument("--requests", type=int, default=1000)
     sub.choices["crash"].add_argument("--kill-after", type=float, default=3.0, help="seconds of streaming")
@@ -330,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         res = run_crash(a.db, a.dataset, a.kill_after, a.streams, a.max_batches, refresh=not a.no_refresh)
     print(_table(res))
+    if a.json is not None:
+        a.json.write_text(json.dumps(res, indent=2, default=str))
     return 0 if res.get("ok", True) and not res.get("errors") else 1
 
 

@@ -271,7 +271,10 @@ class _Corridor:
 
 
 @dataclass
-class _Layout:
+class Layout:
+    """A city map and everything the generator derives from it (the demo city's, or a region's:
+    `trafficcore.data.region`). The simulation reads only this, so any map runs the same flow model."""
+
     sites: pd.DataFrame
     detectors: pd.DataFrame
     adjacency: pd.DataFrame
@@ -290,6 +293,16 @@ class _Layout:
     leg_series: np.ndarray  # which corridor-direction noise series the leg follows
     leg_lag: np.ndarray  # in intervals, distance from the corridor's upstream end / speed
     legs_at: dict[tuple[int, int], list[int]]
+    # the places events use: venue centres in metres, corridors by (orient, grid index) for diversions onto
+    # parallel roads, parade routes (two choices), marathon route pairs and start/finish
+    venue_xy: dict[str, np.ndarray] = field(default_factory=dict)
+    corridor_at: dict[tuple[str, int], int] = field(default_factory=dict)
+    parade_routes: tuple[int, int] = (2, 8)
+    marathon_routes: tuple[tuple[int, int], ...] = ((3, 9), (1, 7), (2, 10))
+    marathon_xy: np.ndarray | None = None
+    #: roadworks, lane closures and crashes per week scale with this (1 for the 40-site demo city)
+    incident_scale: float = 1.0
+    _regexes: dict | None = field(default=None, repr=False)
 
 
 def _to_latlon(xm: float, ym: float) -> tuple[float, float]:
@@ -303,7 +316,7 @@ def _metres(x: float, y: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _layout() -> _Layout:
+def _layout() -> Layout:
     """The fixed map: intersections, approaches, corridors and what is near each site."""
     rng = np.random.default_rng(20250901)  # the map is the same for every seed
     diag_axis = np.array([_DX, _DY]) / math.hypot(_DX, _DY)
@@ -335,8 +348,12 @@ def _layout() -> _Layout:
         cor.pos_km = {s: float(xy[s] @ cor.axis) / 1000.0 for s in cor.nodes}
 
     land_use = [_LAND_USE.get((x, y), "residential") for x, y in grid]
-    sites, site_ll = _sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng)
-    return _finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, site_ll, rng)
+    venue_xy = {k: _metres(v.x, v.y) for k, v in VENUES.items()}
+    site_ids = [f"S{s + 1:02d}" for s in range(len(grid))]
+    sites, site_ll = _sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng, site_ids, venue_xy)
+    corridor_at = {(c.orient, c.index): i for i, c in enumerate(corridors) if c.orient != "DIAG"}
+    return _finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, site_ll, rng,
+                          venue_xy=venue_xy, corridor_at=corridor_at, marathon_xy=venue_xy["park"])
 
 
 def _legs_of(s: int, x: float, y: float, on: list[int], corridors: list[_Corridor], diag_axis) -> list[dict]:
@@ -370,36 +387,39 @@ def _legs_of(s: int, x: float, y: float, on: list[int], corridors: list[_Corrido
     return out
 
 
-def _sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng) -> tuple[pd.DataFrame, np.ndarray]:
+def _sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng, site_ids: list[str],
+                 venue_xy: dict[str, np.ndarray], label: str = f"demo city {CITY}") -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per site: jittered position, name from its two roads, junction type, land use and venues nearby."""
     rows = []
     site_ll = np.empty((len(grid), 2))
-    venue_xy = {k: _metres(v.x, v.y) for k, v in VENUES.items()}
+    legs_per_site = np.bincount([leg["site"] for leg in legs], minlength=len(grid))
     for s in range(len(grid)):
         jitter = rng.uniform(-25, 25, size=2)
         lat, lon = _to_latlon(*(xy[s] + jitter))
         site_ll[s] = lat, lon
         roads = [corridors[c].name for c in node_corridors[s]]
-        n_legs = sum(1 for leg in legs if leg["site"] == s)
-        kind = "crossroads" if n_legs == 4 else "T-junction"
+        kind = "crossroads" if legs_per_site[s] == 4 else "T-junction"
         use = land_use[s]
         text = _USE_TEXT[use] if use in _USE_TEXT else _RESIDENTIAL_TEXT[int(rng.integers(len(_RESIDENTIAL_TEXT)))]
         near = [v.near for k, v in VENUES.items() if np.linalg.norm(xy[s] - venue_xy[k]) < 700]
         near_txt = (" " + "; ".join(n[0].upper() + n[1:] for n in near) + ".") if near else ""
         rows.append({
-            "site_id": f"S{s + 1:02d}",
+            "site_id": site_ids[s],
             "name": f"{roads[0]} / {roads[1]}",
             "lat": round(lat, 6),
             "lon": round(lon, 6),
             "description": f"Signalised {kind} of {roads[0]} and {roads[1]}. {text}{near_txt} "
-                           f"(Synthetic demo city {CITY}.)",
+                           f"(Synthetic {label}.)",
             "geometry_wkt": None,
         })
     return pd.DataFrame(rows), site_ll
 
 
-def _finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, site_ll, rng) -> _Layout:
-    """Per-leg arrays (demand level, capacity, commute direction, noise series, lag) and the frames."""
+def _finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, site_ll, rng, **extra) -> Layout:
+    """Per-leg arrays (demand level, capacity, commute direction, noise series, lag) and the frames;
+    `extra` sets the Layout's event fields (venues, parallel corridors, routes)."""
     det_rows = []
+    site_ids = sites["site_id"].tolist()
     n = len(legs)
     leg_site = np.array([g["site"] for g in legs])
     leg_corr = np.array([g["corr"] for g in legs])
@@ -432,8 +452,8 @@ def _finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, s
         lat, lon = _to_latlon(*(xy[s] + 30 * g["u"]))
         frm = g["from"]
         det_rows.append({
-            "detector_id": f"S{s + 1:02d}:{g['approach']}",
-            "site_id": f"S{s + 1:02d}",
+            "detector_id": f"{site_ids[s]}:{g['approach']}",
+            "site_id": site_ids[s],
             "approach": g["approach"],
             "description": f"{cor.name}, {_BOUND[frm]} traffic entering from the {_COMPASS[frm]}, "
                            f"{lanes} lane{'s' if lanes > 1 else ''} (synthetic)",
@@ -446,19 +466,19 @@ def _finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, s
         })
     detectors = pd.DataFrame(det_rows)
     detectors["lanes"] = detectors["lanes"].astype("Int64")
-    adjacency = _adjacency(corridors, xy)
-    return _Layout(sites, detectors, adjacency, grid, xy, land_use, corridors, node_corridors, leg_site, leg_corr,
-                   leg_u, leg_inbound, level, cap, series, lag, legs_at)
+    adjacency = _adjacency(corridors, xy, site_ids)
+    return Layout(sites, detectors, adjacency, grid, xy, land_use, corridors, node_corridors, leg_site, leg_corr,
+                  leg_u, leg_inbound, level, cap, series, lag, legs_at, **extra)
 
 
-def _adjacency(corridors: list[_Corridor], xy: np.ndarray) -> pd.DataFrame:
+def _adjacency(corridors: list[_Corridor], xy: np.ndarray, site_ids: list[str]) -> pd.DataFrame:
     """Consecutive intersections along each road, both ways; weight = distance in metres (a cost)."""
     rows = []
     for cor in corridors:
         for a, b in zip(cor.nodes[:-1], cor.nodes[1:], strict=True):
             d = round(float(np.linalg.norm(xy[a] - xy[b])), 1)
-            rows.append((f"S{a + 1:02d}", f"S{b + 1:02d}", d, "road"))
-            rows.append((f"S{b + 1:02d}", f"S{a + 1:02d}", d, "road"))
+            rows.append((site_ids[a], site_ids[b], d, "road"))
+            rows.append((site_ids[b], site_ids[a], d, "road"))
     return pd.DataFrame(rows, columns=["src", "dst", "weight", "kind"]).drop_duplicates(["src", "dst", "kind"])
 
 
@@ -509,9 +529,9 @@ def holidays(start: str = "2025-09-01", weeks: int = 8) -> dict[pd.Timestamp, st
 
 
 # ================================================================================= phrasing helpers
-def _slot_patterns() -> dict[str, str]:
-    lay = _layout()
-    roads = list(NS_ROADS) + list(EW_ROADS) + [DIAGONAL_ROAD]
+def _slot_patterns(lay: Layout) -> dict[str, str]:
+    """Each template slot compiled to the exact vocabulary it takes in this city (its roads, sites, venues)."""
+    roads = [c.name for c in lay.corridors]
 
     def alt(words) -> str:
         return "(?:" + "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True)) + ")"
@@ -528,9 +548,11 @@ def _slot_patterns() -> dict[str, str]:
     }
 
 
-@lru_cache(maxsize=1)
-def _phrasing_regexes() -> dict[str, list[re.Pattern]]:
-    slots = _slot_patterns()
+def _phrasing_regexes(lay: Layout | None = None) -> dict[str, list[re.Pattern]]:
+    lay = lay if lay is not None else _layout()
+    if lay._regexes is not None:
+        return lay._regexes
+    slots = _slot_patterns(lay)
     out = {}
     for kind, templates in PHRASINGS.items():
         pats = []
@@ -542,26 +564,28 @@ def _phrasing_regexes() -> dict[str, list[re.Pattern]]:
                     parts.append(slots[name])
             pats.append(re.compile("^" + "".join(parts) + "$", re.IGNORECASE))
         out[kind] = pats
+    lay._regexes = out
     return out
 
 
-def phrasing_index(kind: str, text: str) -> int | None:
-    """Which template of PHRASINGS[kind] produced `text` (None when none or several match)."""
-    hits = [i for i, p in enumerate(_phrasing_regexes().get(kind, [])) if p.match(text)]
+def phrasing_index(kind: str, text: str, layout: Layout | None = None) -> int | None:
+    """Which template of PHRASINGS[kind] produced `text` (None when none or several match); `layout` is the
+    city whose roads and sites the text names (default: the demo city; a region: `region.layout(n)`)."""
+    hits = [i for i, p in enumerate(_phrasing_regexes(layout).get(kind, [])) if p.match(text)]
     return hits[0] if len(hits) == 1 else None
 
 
-def is_held_out(kind: str, text: str) -> bool:
+def is_held_out(kind: str, text: str, layout: Layout | None = None) -> bool:
     """True when the text uses a held-out phrasing or belongs to a held-out kind."""
     if kind in HELD_OUT_KINDS:
         return True
-    i = phrasing_index(kind, text)
+    i = phrasing_index(kind, text, layout)
     return i is not None and i in HELD_OUT.get(kind, [])
 
 
-def held_out_mask(events: pd.DataFrame) -> pd.Series:
+def held_out_mask(events: pd.DataFrame, layout: Layout | None = None) -> pd.Series:
     """Per event row: does its text use a held-out phrasing (derived from PHRASINGS/HELD_OUT, not stored)?"""
-    return pd.Series([is_held_out(k, t) for k, t in zip(events["kind"], events["text"], strict=True)],
+    return pd.Series([is_held_out(k, t, layout) for k, t in zip(events["kind"], events["text"], strict=True)],
                      index=events.index, dtype=bool)
 
 
@@ -586,6 +610,22 @@ def generate(seed: int = 0, weeks: int = 8, start: str = "2025-09-01") -> Canoni
 
 def generate_with_truth(seed: int = 0, weeks: int = 8, start: str = "2025-09-01") -> tuple[CanonicalTables, DemoTruth]:
     """`generate`, plus the ground truth (faults, expected counts) for testing cleaning and models."""
+    tables, counts, truth = simulate(_layout(), seed, weeks, start, title=f"demo city '{CITY}'",
+                                     source=f"trafficcore demo city (synthetic) seed={seed}")
+    tables.observations = _long(counts, truth.times, truth.detector_ids)
+    return tables, truth
+
+
+#: Rows of the (time x detector) arrays processed at a time in the final stage (noise, saturation, counts):
+#: bounds the temporaries of a region's arrays without changing a single draw (numpy's streams are sequential).
+_ROW_CHUNK = 512
+
+
+def simulate(lay: Layout, seed: int, weeks: int, start: str, *, title: str, source: str,
+             dtype=np.float64) -> tuple[CanonicalTables, np.ndarray, DemoTruth]:
+    """Run the flow model on a map: the tables without observations, the (T, D) counts (NaN = missing row) and
+    the truth. `dtype` float32 halves the memory of a region's arrays; the demo city keeps float64 (its data,
+    and the shipped model's fingerprint of them, stay exactly as they were)."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if weeks < MIN_WEEKS:
@@ -593,7 +633,6 @@ def generate_with_truth(seed: int = 0, weeks: int = 8, start: str = "2025-09-01"
     t0 = pd.Timestamp(start)
     if t0 != t0.normalize():
         raise ValueError(f"start must be a date (midnight), got {start!r}")
-    lay = _layout()
     rng_w, rng_e, rng_p, rng_n, rng_f = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, 7]).spawn(5))
     n_days = 7 * weeks
     times = pd.date_range(t0, periods=n_days * SLOTS_PER_DAY, freq=_STEP)
@@ -601,37 +640,48 @@ def generate_with_truth(seed: int = 0, weeks: int = 8, start: str = "2025-09-01"
     day_cat = np.array([_day_category(t0 + pd.Timedelta(days=d), hol) for d in range(n_days)])
 
     weather = _weather(rng_w, t0, n_days)
-    demand = _base_demand(lay, day_cat)
-    demand *= _corridor_noise(lay, rng_n, n_days)
+    demand = _base_demand(lay, day_cat, dtype)
+    _corridor_noise(lay, rng_n, n_days, demand)
     precip = np.repeat(weather["precip_mm"].to_numpy(), 4)[:, None]
-    demand *= 1 - 0.07 * np.minimum(precip, 4) / 4 - 0.015 * (precip > 0.05)
-    capf = np.repeat(1 - 0.08 * np.minimum(precip, 4) / 4, len(lay.leg_site), axis=1)
+    demand *= (1 - 0.07 * np.minimum(precip, 4) / 4 - 0.015 * (precip > 0.05)).astype(dtype)
+    capf = np.repeat((1 - 0.08 * np.minimum(precip, 4) / 4).astype(dtype), len(lay.leg_site), axis=1)
 
-    events = _schedule_events(rng_e, t0, weeks, hol, day_cat)
+    events = _schedule_events(rng_e, t0, weeks, hol, day_cat, lay)
     capf_calm = capf.copy()  # weather only: for the no-event counterfactual
     surge = np.zeros_like(demand)
     div = np.ones_like(demand)
     for ev in events:
         _apply_event(ev, lay, t0, demand, surge, div, capf)
-    want = demand * div + surge
-    def saturate(w: np.ndarray, cf: np.ndarray) -> np.ndarray:
-        cap = lay.leg_cap[None, :] * cf
-        return w / (1 + (w / cap) ** 6) ** (1 / 6)
+    cap = lay.leg_cap[None, :].astype(dtype)
 
-    noise = rng_n.lognormal(0, 0.035, size=demand.shape)
-    expected = saturate(want, capf) * noise
-    without_events = saturate(demand, capf_calm) * noise
-    counts = rng_n.poisson(expected).astype(float)
+    def saturate(w: np.ndarray, cf: np.ndarray) -> np.ndarray:
+        c = cap * cf
+        return w / (1 + (w / c) ** 6) ** (1 / 6)
+
+    n_t = len(times)
+    chunks = [slice(i, min(i + _ROW_CHUNK, n_t)) for i in range(0, n_t, _ROW_CHUNK)]
+    noise = np.empty_like(demand)
+    for sl in chunks:  # drawn first, all of it: the Poisson draws below follow in the same stream order
+        noise[sl] = rng_n.lognormal(0, 0.035, size=(sl.stop - sl.start, demand.shape[1]))
+    expected = np.empty_like(demand)
+    without_events = np.empty_like(demand)
+    for sl in chunks:
+        expected[sl] = saturate(demand[sl] * div[sl] + surge[sl], capf[sl]) * noise[sl]
+        without_events[sl] = saturate(demand[sl], capf_calm[sl]) * noise[sl]
+    del demand, surge, div, capf, capf_calm, noise
+    counts = np.empty_like(expected)
+    for sl in chunks:
+        counts[sl] = rng_n.poisson(expected[sl])
     faults = _inject_faults(counts, expected, rng_f, times, lay)
 
     info = DatasetInfo(
         synthetic=True,
-        source=f"trafficcore demo city (synthetic) seed={seed}",
+        source=source,
         timezone=TIMEZONE,
         interval_s=INTERVAL_S,
         measure="volume",
         description=(
-            f"SYNTHETIC demo city '{CITY}' (fictional), generated by trafficcore with seed {seed}: "
+            f"SYNTHETIC {title} (fictional), generated by trafficcore with seed {seed}: "
             f"{len(lay.sites)} signalised intersections, {len(lay.detectors)} approach detectors, {weeks} weeks of "
             "15-minute volumes with commuting, land use, corridor effects, weather, holidays, events, incidents, "
             "roadworks and detector faults. Not real traffic data."
@@ -642,14 +692,13 @@ def generate_with_truth(seed: int = 0, weeks: int = 8, start: str = "2025-09-01"
         info=info,
         sites=lay.sites.copy(),
         detectors=lay.detectors.copy(),
-        observations=_long(counts, times, det_ids),
         events=_events_frame(events, rng_p, t0, weeks, lay),
         weather=weather,
         adjacency=lay.adjacency.copy(),
     )
-    truth = DemoTruth(faults=faults, expected=expected.astype(np.float32), times=times, detector_ids=det_ids,
-                      without_events=without_events.astype(np.float32))
-    return tables, truth
+    truth = DemoTruth(faults=faults, expected=expected.astype(np.float32, copy=False), times=times,
+                      detector_ids=det_ids, without_events=without_events.astype(np.float32, copy=False))
+    return tables, counts, truth
 
 
 def _day_category(day: pd.Timestamp, hol: dict) -> int:
@@ -663,7 +712,7 @@ def _g(h: np.ndarray, mu: float, sd: float) -> np.ndarray:
     return np.exp(-0.5 * ((h - mu) / sd) ** 2)
 
 
-def _base_demand(lay: _Layout, day_cat: np.ndarray) -> np.ndarray:
+def _base_demand(lay: Layout, day_cat: np.ndarray, dtype=np.float64) -> np.ndarray:
     """(T, D) expected demand from day type, time of day, commute direction and land use."""
     h = (np.arange(SLOTS_PER_DAY) + 0.5) / 4
     prof = np.empty((4, SLOTS_PER_DAY, len(lay.leg_site)))
@@ -692,18 +741,19 @@ def _base_demand(lay: _Layout, day_cat: np.ndarray) -> np.ndarray:
             extra = 0.06 + 0.15 * _g(h, 6.8, 0.5) + 0.15 * _g(h, 15.2, 0.5) + 0.1 * _g(h, 23.2, 0.5)
             wd, sat, sun, hol = wd + extra, sat + extra, sun + extra, hol + extra
         prof[:, :, j] = np.stack([wd, sat, sun, hol]) * lay.leg_level[j]
-    return prof[day_cat].reshape(-1, len(lay.leg_site))
+    return prof.astype(dtype, copy=False)[day_cat].reshape(-1, len(lay.leg_site))
 
 
-def _corridor_noise(lay: _Layout, rng: np.random.Generator, n_days: int) -> np.ndarray:
-    """(T, D) multiplicative noise: city and corridor day factors, lagged corridor AR(1) shocks, detector days."""
+def _corridor_noise(lay: Layout, rng: np.random.Generator, n_days: int, out: np.ndarray) -> None:
+    """Multiply `out` (T, D) by the noise: city and corridor day factors, lagged corridor AR(1) shocks, detector
+    days. Applied a block of rows at a time, so a region's (T, D) temporaries never exist whole."""
     n_t = n_days * SLOTS_PER_DAY
     n_corr = len(lay.corridors)
     city = rng.lognormal(0, 0.03, n_days)
     corr_day = rng.lognormal(0, 0.05, (n_days, n_corr))
     det_day = rng.lognormal(0, 0.03, (n_days, len(lay.leg_site)))
     daily = city[:, None] * corr_day[:, lay.leg_corr] * det_day
-    pad = 8
+    pad = max(8, math.ceil(float(lay.leg_lag.max())) + 2)  # a region's long corridors lag further
     phi, sd = 0.92, 0.06
     eps = rng.normal(0, sd * math.sqrt(1 - phi**2), (n_t + pad + 1, 2 * n_corr))
     ar = np.empty_like(eps)
@@ -711,11 +761,13 @@ def _corridor_noise(lay: _Layout, rng: np.random.Generator, n_days: int) -> np.n
     for t in range(1, n_t + pad + 1):
         ar[t] = phi * ar[t - 1] + eps[t]
     # a leg sees its corridor-direction shock `lag` intervals after the corridor's upstream end does
-    pos = np.arange(n_t)[:, None] + pad - lay.leg_lag[None, :]
-    lo = np.floor(pos).astype(int)
-    frac = pos - lo
-    shock = ar[lo, lay.leg_series] * (1 - frac) + ar[lo + 1, lay.leg_series] * frac
-    return np.repeat(daily, SLOTS_PER_DAY, axis=0) * np.exp(shock)
+    for i0 in range(0, n_t, _ROW_CHUNK):
+        rows = np.arange(i0, min(i0 + _ROW_CHUNK, n_t))
+        pos = rows[:, None] + pad - lay.leg_lag[None, :]
+        lo = np.floor(pos).astype(int)
+        frac = pos - lo
+        shock = ar[lo, lay.leg_series] * (1 - frac) + ar[lo + 1, lay.leg_series] * frac
+        out[rows] *= daily[rows // SLOTS_PER_DAY] * np.exp(shock)
 
 
 def _weather(rng: np.random.Generator, t0: pd.Timestamp, n_days: int) -> pd.DataFrame:
@@ -772,9 +824,8 @@ def _at(day: pd.Timestamp, hhmm: str) -> pd.Timestamp:
     return day + pd.Timedelta(hours=int(h), minutes=int(m))
 
 
-def _schedule_events(rng, t0: pd.Timestamp, weeks: int, hol: dict, day_cat: np.ndarray) -> list[_Event]:
+def _schedule_events(rng, t0: pd.Timestamp, weeks: int, hol: dict, day_cat: np.ndarray, lay: Layout) -> list[_Event]:
     """Planned events at venues, parades, a test-period marathon, roadworks, lane closures and crashes."""
-    lay = _layout()
     n_days = 7 * weeks
     day = [t0 + pd.Timedelta(days=d) for d in range(n_days)]
     train_end, test_start = splits(str(t0.date()), weeks)
@@ -840,10 +891,10 @@ def _schedule_events(rng, t0: pd.Timestamp, weeks: int, hol: dict, day_cat: np.n
     marathon_day = sundays_test[int(rng.integers(len(sundays_test)))]
     test_parade = [d for d in weekend_days(5) + weekend_days(6) if d >= test_d0 and d != marathon_day]
     for d in ([int(rng.choice(sats_train))] if sats_train else []) + [int(rng.choice(test_parade))]:
-        road = 2 if rng.random() < 0.5 else 8  # Station Rd or 3rd Ave, through the centre
+        road = lay.parade_routes[0 if rng.random() < 0.5 else 1]  # demo city: Station Rd or 3rd Ave
         ev.append(_Event("parade", _at(day[d], "14:00"), _at(day[d], "16:30"), {"parade": str(rng.choice(_PARADES))},
                          size=rounded(8000, 35000, 500), route=[road]))
-    pair = [(3, 9), (1, 7), (2, 10)][int(rng.integers(3))]  # (Canal St, 4th Ave), (Mill St, 2nd Ave), ...
+    pair = lay.marathon_routes[int(rng.integers(len(lay.marathon_routes)))]  # demo: (Canal St, 4th Ave), ...
     ev.append(_Event("marathon", _at(day[marathon_day], "08:30"), _at(day[marathon_day], "14:00"),
                      {"race": str(rng.choice(_RACES))}, size=rounded(3000, 12000), route=list(pair)))
     ev.extend(_incidents(rng, lay, day, weeks, test_d0, day_cat))
@@ -863,8 +914,9 @@ def _concert(rng, day: pd.Timestamp, st: str, minutes: int, venue: str, size: in
                   venue=venue, size=size)
 
 
-def _incidents(rng, lay: _Layout, day: list, weeks: int, test_d0: int, day_cat: np.ndarray) -> list[_Event]:
-    """Roadworks (one forced into the test period), lane closures and crashes timed like the traffic."""
+def _incidents(rng, lay: Layout, day: list, weeks: int, test_d0: int, day_cat: np.ndarray) -> list[_Event]:
+    """Roadworks (one forced into the test period), lane closures and crashes timed like the traffic; a bigger
+    map has proportionally more of them (`Layout.incident_scale`)."""
     n_days = len(day)
     n_sites = len(lay.sites)
     out = []
@@ -878,7 +930,8 @@ def _incidents(rng, lay: _Layout, day: list, weeks: int, test_d0: int, day_cat: 
         sev = sevs[int(rng.choice(len(sevs), p=probs))]
         return sev, str(rng.choice(_IMPACT[kind][sev]))
 
-    n_works = max(2, round(0.75 * weeks))
+    k = lay.incident_scale
+    n_works = max(2, round(0.75 * weeks * k))
     starts = [int(rng.integers(0, test_d0)) for _ in range(n_works - 1)] + [int(rng.integers(test_d0, n_days - 2))]
     for d in starts:
         s, c = where()
@@ -888,7 +941,7 @@ def _incidents(rng, lay: _Layout, day: list, weeks: int, test_d0: int, day_cat: 
         out.append(_Event("road works", _at(day[d], "06:00"), _at(day[d] + pd.Timedelta(days=length - 1), "18:00"),
                           {"impact": impact, "hours": str(rng.choice(_HOURS["day" if daytime else "full"]))},
                           site=s, corr=c, sev=sev, daytime_only=daytime))
-    for _ in range(int(rng.poisson(2 * weeks))):
+    for _ in range(int(rng.poisson(2 * weeks * k))):
         d = int(rng.integers(n_days - 1))
         s, c = where()
         sev, impact = severity("lane closure", [0.6, 0.4])
@@ -901,7 +954,7 @@ def _incidents(rng, lay: _Layout, day: list, weeks: int, test_d0: int, day_cat: 
     weights = np.array([1.0 if c == 0 else 0.6 for c in day_cat])
     h = (np.arange(SLOTS_PER_DAY) + 0.5) / 4
     tod = 0.05 + _g(h, 8, 1.2) + 0.6 * _g(h, 13, 2.5) + _g(h, 17, 1.4)
-    for _ in range(int(rng.poisson(3 * weeks))):
+    for _ in range(int(rng.poisson(3 * weeks * k))):
         d = int(rng.choice(n_days, p=weights / weights.sum()))
         slot = int(rng.choice(SLOTS_PER_DAY, p=tod / tod.sum()))
         start = day[d] + pd.Timedelta(minutes=15 * slot + 5 * int(rng.integers(3)))
@@ -929,7 +982,7 @@ def _ranges(ev: _Event, t0: pd.Timestamp, n_t: int) -> list[tuple[int, int]]:
     return [r for r in out if r[1] > r[0]]
 
 
-def _apply_event(ev: _Event, lay: _Layout, t0, demand, surge, div, capf) -> None:
+def _apply_event(ev: _Event, lay: Layout, t0, demand, surge, div, capf) -> None:
     """Write one event's effect into the surge (added vehicles), diversion and capacity arrays."""
     n_t = demand.shape[0]
     if ev.kind in ("road works", "lane closure", "crash"):
@@ -949,13 +1002,12 @@ def _apply_event(ev: _Event, lay: _Layout, t0, demand, surge, div, capf) -> None
                 _divert(lay, s, c, 1.3, sl, div)
         centre = np.mean([lay.xy[s] for c in ev.route for s in lay.corridors[c].nodes], axis=0)
         if ev.kind == "marathon":
-            centre = _metres(VENUES["park"].x, VENUES["park"].y)
+            centre = lay.marathon_xy
         veh = ev.size * (0.15 if ev.kind == "parade" else 0.08) / 2.3
         _surge(lay, centre, veh, ev.start - pd.Timedelta(minutes=60), 45, ev.end + pd.Timedelta(minutes=20), 30,
                t0, surge)
         return
-    venue = VENUES[ev.venue]
-    vxy = _metres(venue.x, venue.y)
+    vxy = lay.venue_xy[ev.venue]
     if ev.kind == "football match":
         veh = ev.size * 0.35 / 2.3
         arr, arr_sd, dep, dep_sd = ev.start - pd.Timedelta(minutes=60), 45, ev.end + pd.Timedelta(minutes=15), 18
@@ -970,7 +1022,7 @@ def _apply_event(ev: _Event, lay: _Layout, t0, demand, surge, div, capf) -> None
     _surge(lay, vxy, veh, arr, arr_sd, dep, dep_sd, t0, surge)
 
 
-def _block(lay: _Layout, s: int, c: int, sev: float, sl: slice, div, capf) -> None:
+def _block(lay: Layout, s: int, c: int, sev: float, sl: slice, div, capf) -> None:
     """A capacity cut at site s on corridor c: fewer vehicles there and next door, more on parallel roads."""
     own = lay.legs_at.get((s, c), [])
     capf[sl, own] *= 1 - sev
@@ -984,7 +1036,7 @@ def _block(lay: _Layout, s: int, c: int, sev: float, sl: slice, div, capf) -> No
     _divert(lay, s, c, 1 + 0.25 * sev, sl, div)
 
 
-def _divert(lay: _Layout, s: int, c: int, factor: float, sl: slice, div) -> None:
+def _divert(lay: Layout, s: int, c: int, factor: float, sl: slice, div) -> None:
     """Traffic avoiding corridor c near site s takes the parallel roads on either side (grid corridors only)."""
     cor = lay.corridors[c]
     if cor.orient == "DIAG":
@@ -992,15 +1044,15 @@ def _divert(lay: _Layout, s: int, c: int, factor: float, sl: slice, div) -> None
     coord = 1 if cor.orient == "NS" else 0  # position along the corridor, in grid units
     here = lay.grid[s][coord]
     for pc in (cor.index - 1, cor.index + 1):
-        if not 0 <= pc < 6:
+        pci = lay.corridor_at.get((cor.orient, pc))
+        if pci is None:
             continue
-        pci = pc if cor.orient == "NS" else 6 + pc
         for ps in lay.corridors[pci].nodes:
             if abs(lay.grid[ps][coord] - here) <= 1.01:
                 div[sl, lay.legs_at.get((ps, pci), [])] *= factor
 
 
-def _surge(lay: _Layout, centre: np.ndarray, veh: float, arr: pd.Timestamp, arr_sd: float, dep: pd.Timestamp,
+def _surge(lay: Layout, centre: np.ndarray, veh: float, arr: pd.Timestamp, arr_sd: float, dep: pd.Timestamp,
            dep_sd: float, t0: pd.Timestamp, surge: np.ndarray) -> None:
     """Add `veh` arriving and `veh` departing vehicles around `centre`; each passes about 3 detectors."""
     rel = centre[None, :] - lay.xy[lay.leg_site]
@@ -1022,7 +1074,7 @@ def _surge(lay: _Layout, centre: np.ndarray, veh: float, arr: pd.Timestamp, arr_
         surge[i0:i1, cols] += veh * share[:, None] * w[None, cols]
 
 
-def _events_frame(events: list[_Event], rng, t0: pd.Timestamp, weeks: int, lay: _Layout) -> pd.DataFrame:
+def _events_frame(events: list[_Event], rng, t0: pd.Timestamp, weeks: int, lay: Layout) -> pd.DataFrame:
     """One row per event; the text is one phrasing filled in (held-out phrasings only in the test period)."""
     test_start = splits(str(t0.date()), weeks)[1]
     site_names = lay.sites["name"].tolist()
@@ -1034,14 +1086,13 @@ def _events_frame(events: list[_Event], rng, t0: pd.Timestamp, weeks: int, lay: 
                       "start_date": _date(ev.start), "end_date": _date(ev.end - pd.Timedelta(seconds=1)),
                       "size": f"{ev.size:,}"})
         if ev.venue:
-            v = VENUES[ev.venue]
-            slots["venue"] = v.name
-            lat, lon = _to_latlon(*_metres(v.x, v.y))
+            slots["venue"] = VENUES[ev.venue].name
+            lat, lon = _to_latlon(*lay.venue_xy[ev.venue])
         elif ev.route:
             roads = [lay.corridors[c].name for c in ev.route]
             slots["road"], slots["road2"] = roads[0], roads[-1]
             pts = [lay.xy[s] for c in ev.route for s in lay.corridors[c].nodes]
-            lat, lon = _to_latlon(*(np.mean(pts, axis=0) if ev.kind == "parade" else _metres(1.5, 4.55)))
+            lat, lon = _to_latlon(*(np.mean(pts, axis=0) if ev.kind == "parade" else lay.marathon_xy))
         else:
             slots["road"], slots["site"] = lay.corridors[ev.corr].name, site_names[ev.site]
             legs = lay.legs_at[(ev.site, ev.corr)]
@@ -1080,7 +1131,7 @@ def _date(ts: pd.Timestamp) -> str:
 
 
 # ================================================================================================ faults
-def _inject_faults(counts: np.ndarray, expected: np.ndarray, rng, times: pd.DatetimeIndex, lay: _Layout
+def _inject_faults(counts: np.ndarray, expected: np.ndarray, rng, times: pd.DatetimeIndex, lay: Layout
                    ) -> pd.DataFrame:
     """Zero runs, stuck values and missing rows (NaN), in place; returns what was injected."""
     n_t, n_d = counts.shape

@@ -111,22 +111,32 @@ class Store:
                 raise
 
     # ------------------------------------------------------------------ writing
-    def ingest(self, dataset: str, tables: CanonicalTables) -> dict[str, int]:
+    def ingest(self, dataset: str, tables: CanonicalTables,
+               observation_chunks: Iterable[pd.DataFrame] | None = None) -> dict[str, int]:
         """Write one dataset's tables in a single transaction; returns rows written per table.
 
         Re-ingesting the same data changes nothing; rows whose keys already exist are replaced
         (an overlapping range upserts). Referential checks run against what is already stored,
         so a later file may add observations for detectors imported earlier.
+
+        `observation_chunks`: the observations as a sequence of frames instead of one (a region of
+        thousands of detectors: 22 million readings as one frame cost several GB). Each chunk gets the
+        same checks and is written in the same transaction, after the other tables; a bad chunk rolls
+        everything back. `tables.observations` must then be empty.
         """
         check_dataset_name(dataset)
         if self.observations_parquet is not None:
             raise DataError(str(self.observations_parquet), _READ_ONLY_OBSERVATIONS)
         frames = {t: tables.normalised(t) for t in LOADED_TABLES}
+        if observation_chunks is not None and not frames["observations"].empty:
+            raise ValueError("give the observations either in `tables` or as `observation_chunks`, not both")
         known_sites = set(self._column(dataset, "sites", "site_id"))
         known_detectors = set(self._column(dataset, "detectors", "detector_id"))
         check_tables(frames, known_sites, known_detectors)
         info = tables.info
-        self._check_readings(dataset, frames, info)
+        stored = self._stored_range(dataset)
+        measure_of = self._measures(dataset, frames["detectors"], info)
+        _check_readings(frames["observations"], measure_of, info, stored, dataset)
         counts: dict[str, int] = {}
         with self.transaction() as con:
             con.execute("DELETE FROM datasets WHERE dataset = ?", [dataset])
@@ -136,24 +146,27 @@ class Store:
             )
             for table, df in frames.items():
                 counts[table] = _upsert(con, table, dataset, df)
+            if observation_chunks is not None:
+                counts["observations"] = _write_chunks(con, dataset, observation_chunks, frames, info, stored,
+                                                       known_detectors, measure_of)
         return counts
 
-    def _check_readings(self, dataset: str, frames: dict[str, pd.DataFrame], info) -> None:
-        """Plausibility of the incoming readings, also against those already stored (`check_readings`)."""
-        obs = frames["observations"]
-        if obs.empty:
-            return
+    def _stored_range(self, dataset: str) -> tuple | None:
+        """(first, newest) reading already stored for the dataset (None without a store file)."""
+        if not self.path.exists():
+            return None
+        with self.connect() as con:
+            return con.execute("SELECT min(ts), max(ts) FROM observations WHERE dataset = ?", [dataset]).fetchone()
+
+    def _measures(self, dataset: str, detectors: pd.DataFrame, info) -> dict:
+        """detector_id -> measure, of the stored detectors and the incoming ones (these win)."""
         measure_of: dict = {}
-        stored = None
         if self.path.exists():
             with self.connect() as con:
                 measure_of = dict(con.execute("SELECT detector_id, measure FROM detectors WHERE dataset = ?",
                                               [dataset]).fetchall())
-                stored = con.execute("SELECT min(ts), max(ts) FROM observations WHERE dataset = ?",
-                                     [dataset]).fetchone()
-        det = frames["detectors"]
-        measure_of.update(zip(det["detector_id"], det["measure"].fillna(info.measure), strict=True))
-        check_readings(obs, measure_of, int(info.interval_s), stored, info.source or "<observations>", dataset)
+        measure_of.update(zip(detectors["detector_id"], detectors["measure"].fillna(info.measure), strict=True))
+        return measure_of
 
     def write_frame(self, table: str, df: pd.DataFrame, dataset: str | None = None) -> int:
         """Upsert rows into a product table (`forecasts`, `model_runs`) in one transaction."""
@@ -283,6 +296,73 @@ _READ_ONLY_OBSERVATIONS = (
     "so they cannot be written here: import or ingest into the DuckDB store without that setting, then "
     "`trafficcore export parquet`"
 )
+
+
+def _write_chunks(con: duckdb.DuckDBPyConnection, dataset: str, chunks: Iterable[pd.DataFrame], frames: dict,
+                  info, stored: tuple | None, known_detectors: set, measure_of: dict) -> int:
+    """Check and write observation chunks inside the caller's transaction; returns rows written.
+
+    Chunks hold disjoint sets of detectors (checked), so keys unique within each chunk are unique across
+    them. A dataset with no stored readings takes plain inserts; otherwise the chunks are staged and
+    replace the stored rows with their keys in one delete, so the cost stays linear in the readings
+    rather than one scan of the growing table per chunk.
+    """
+    detectors = known_detectors | set(frames["detectors"]["detector_id"])
+    empty = {t: df.iloc[:0] for t, df in frames.items()}
+    fresh = stored is None or stored[0] is None or pd.isna(stored[0])
+    target = "observations" if fresh else "_staged_observations"
+    if not fresh:
+        con.execute(f"CREATE TEMP TABLE {target} AS SELECT * FROM observations LIMIT 0")
+    seen_span, seen_ids, n = stored, set(), 0
+    for chunk in chunks:
+        obs = CanonicalTables(info, observations=chunk).normalised("observations")
+        check_tables({**empty, "observations": obs}, set(), detectors)
+        _check_readings(obs, measure_of, info, seen_span, dataset)
+        ids = set(obs["detector_id"].unique())
+        again = ids & seen_ids
+        if again:
+            raise DataError("<observations>", f"detector {sorted(again)[0]!r} appears in more than one chunk")
+        seen_ids |= ids
+        n += _insert(con, target, dataset, obs)
+        seen_span = _widened(seen_span, obs["ts"])  # later chunks are checked against this one too
+    if not fresh:
+        keys = " AND ".join(f"t.{k} = i.{k}" for k in KEYS["observations"])
+        cols = ", ".join(COLUMNS["observations"])
+        con.execute(f"DELETE FROM observations t WHERE EXISTS (SELECT 1 FROM {target} i WHERE {keys})")
+        con.execute(f"INSERT INTO observations ({cols}) SELECT {cols} FROM {target}")
+        con.execute(f"DROP TABLE {target}")
+    return n
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, dataset: str, df: pd.DataFrame) -> int:
+    """Append a frame of a `COLUMNS` table's columns (without `dataset`) to `table`."""
+    df = df.copy()
+    df.insert(0, "dataset", dataset)
+    con.register("_incoming", df)
+    try:
+        cols = ", ".join(df.columns)
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming")
+    finally:
+        with suppress(duckdb.Error):
+            con.unregister("_incoming")
+    return len(df)
+
+
+def _widened(span: tuple | None, ts: pd.Series) -> tuple | None:
+    """The (first, newest) span of `span` and the times `ts` together."""
+    if ts.empty:
+        return span
+    lo, hi = ts.min(), ts.max()
+    if span is not None and span[0] is not None and not pd.isna(span[0]):
+        lo, hi = min(lo, pd.Timestamp(span[0])), max(hi, pd.Timestamp(span[1]))
+    return lo, hi
+
+
+def _check_readings(obs: pd.DataFrame, measure_of: dict, info, stored: tuple | None, dataset: str) -> None:
+    """Plausibility of incoming readings, also against those already stored (`validate.check_readings`)."""
+    if not obs.empty:
+        check_readings(obs, measure_of, int(info.interval_s), stored, info.source or "<observations>", dataset)
+
 
 #: Seconds to keep retrying when another process holds the file's lock; override with TRAFFICCORE_DB_LOCK_WAIT_S.
 LOCK_WAIT_S = 10.0

@@ -75,8 +75,10 @@ def is_scats(panel: Panel) -> bool:
 
 
 def is_demo(panel: Panel) -> bool:
-    """The project's own synthetic demo city (its source names the generator)."""
-    return panel.synthetic and "demo city" in str(panel.info.get("source", "")).lower()
+    """The project's own synthetic demo city, or a region built by the same generator (`trafficcore.data.region`,
+    which keeps the city's split); the source names the generator."""
+    source = str(panel.info.get("source", "")).lower()
+    return panel.synthetic and ("demo city" in source or "trafficcore synthetic region" in source)
 
 
 def _demo_split(panel: Panel) -> dict | None:

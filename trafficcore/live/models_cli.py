@@ -48,8 +48,8 @@ def update(
     since: Annotated[str | None, typer.Option("--since", help="end of the model's data, if it does not record it")]
     = None,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
-    max_eval_samples: Annotated[int | None, typer.Option("--max-eval-samples",
-                                                         help="score a seeded subset per window")] = None,
+    max_eval_samples: Annotated[int | None, typer.Option(
+        "--max-eval-samples", help="score a seeded subset per window (default: at most 200,000)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result here")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show progress bars")] = True,
     db: DbOpt = None,

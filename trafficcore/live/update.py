@@ -141,11 +141,23 @@ def replay_rows(w: Windows, ratio: float, seed: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ evaluation
+#: Samples scored per window when --max-eval-samples is not given: every sample of a city's day, a seeded share of
+#: a region's (8,000 detectors make 770,000 samples a day; scoring them all takes gigabytes for no better verdict).
+EVAL_CAP = 200_000
+
+
 def evaluate(model, panel: Panel, rows: np.ndarray, max_samples: int | None = None, seed: int = 0) -> dict:
-    """MAE per horizon, pooled MAE and P10-P90 coverage over every detector at the given issue rows."""
-    s = model.samples(panel, rows)
-    if max_samples is not None and len(s) > max_samples:
-        s = s.subset(np.sort(np.random.default_rng(seed).choice(len(s), max_samples, replace=False)))
+    """MAE per horizon, pooled MAE and P10-P90 coverage over every detector at the given issue rows (at most
+    `max_samples`, default `EVAL_CAP`, drawn at random with `seed`)."""
+    from trafficcore.training.engine import capped_samples
+
+    cap = EVAL_CAP if max_samples is None else max_samples
+    if len(rows) * panel.values.shape[1] > 4 * cap:
+        s = capped_samples(model, panel, rows, cap, seed)
+    else:
+        s = model.samples(panel, rows)
+        if len(s) > cap:
+            s = s.subset(np.sort(np.random.default_rng(seed).choice(len(s), cap, replace=False)))
     q = model.predict_samples(panel, s)
     y = s.targets
     ok = np.isfinite(y)

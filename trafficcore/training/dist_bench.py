@@ -159,8 +159,8 @@ def loads(db: Path, dataset: str, parquet: Path | None, shard_counts: list[int],
                     con.register("_sel", pd.DataFrame({"detector_id": panel.detectors["detector_id"],
                                                        "col": range(len(panel.detectors))}))
                     t = panel.times[0].to_pydatetime()
-                    plan = con.execute("EXPLAIN ANALYZE " + VALUES_SQL,
-                                       [t, int(panel.interval.total_seconds() * 1e6), dataset, t]).fetchall()[0][1]
+                    params = [t, int(panel.interval.total_seconds() * 1e6), len(panel.detectors), dataset, t]
+                    plan = con.execute("EXPLAIN ANALYZE " + VALUES_SQL, params).fetchall()[0][1]
                 got = _re.search(r"Row Groups Scanned: (\d+) / (\d+)", plan)
                 row["row_groups"] = f"{got.group(1)} / {got.group(2)}" if got else "?"
             rows.append(row)

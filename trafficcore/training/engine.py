@@ -330,6 +330,29 @@ def _global_count(n: int, ctx: ddp.DistContext) -> int:
     return int(ddp.all_reduce_sum([float(n)], ctx)[0])
 
 
+#: Most samples a continual update prepares for its numeric path (training pool, validation): numeric inputs take
+#: about 3 KB a sample, and a region of 8,000 detectors has millions of samples in a fortnight of new readings.
+UPDATE_POOL = 200_000
+
+
+def capped_samples(model: LMForecaster, panel: Panel, rows: np.ndarray, cap: int, seed: int) -> Samples:
+    """`model.samples` at these issue rows, at most `cap` of them drawn at random (seeded).
+
+    Where rows x detectors is far beyond the cap, a random share of the rows is built first (then the pairs
+    drawn among them), so that the samples never exist in full: each (row, detector) pair stays equally likely.
+    """
+    rng = np.random.default_rng(seed)
+    n_det = panel.values.shape[1]
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) * n_det > 4 * cap:
+        keep = max(1, -(-4 * cap // max(n_det, 1)))
+        rows = np.sort(rng.choice(rows, min(keep, len(rows)), replace=False))
+    s = model.samples(panel, rows)
+    if len(s) > cap:
+        s = s.subset(np.sort(rng.choice(len(s), cap, replace=False)))
+    return s
+
+
 # ------------------------------------------------------------------------------ whole recipes
 def fit_recipe(model: LMForecaster, panel: Panel, train_rows: np.ndarray, val_rows: np.ndarray,
                state_dir: str | Path | None = None, resume: str | Path | None = None,
@@ -434,12 +457,14 @@ def update(model: LMForecaster, panel: Panel, train_rows: np.ndarray, val_rows: 
     phase = update_phase(steps, lr, numeric_only=numeric_only, guard_minutes=max_minutes)
     train_rows = np.asarray(train_rows, dtype=np.int64)
     val_rows = np.asarray(val_rows, dtype=np.int64)
-    tr = model.samples(panel, train_rows)
     budget = phase.n_steps(0) * phase.batch_size
-    if not numeric_only and len(tr) > budget:  # tokenising costs; the loop sees at most steps x batch samples
-        tr = tr.subset(np.sort(np.random.default_rng(model.seed).choice(len(tr), budget, replace=False)))
-    # scoring the numeric path is cheap: early-stop and calibrate on every validation sample (less noise)
-    va = model.samples(panel, val_rows) if numeric_only else model.validation_samples(panel, val_rows)
+    # tokenising costs, so the text path takes what the loop sees (steps x batch samples); the numeric path a
+    # pool of at least UPDATE_POOL samples (every sample of a city, a random share of a region's millions)
+    tr = capped_samples(model, panel, train_rows, max(budget, UPDATE_POOL) if numeric_only else budget, model.seed)
+    # scoring the numeric path is cheap: early-stop and calibrate on every validation sample (less noise), up to
+    # UPDATE_POOL of them
+    va = capped_samples(model, panel, val_rows, UPDATE_POOL, model.seed + 1) if numeric_only else \
+        model.validation_samples(panel, val_rows)
     p_tr = model.prepare(panel, tr, numeric_only=numeric_only)
     p_va = model.prepare(panel, va, numeric_only=numeric_only)
     res = run_phase(model, phase, p_tr, p_va if numeric_only else p_va.head(model.recipe.eval_samples), device)

@@ -202,6 +202,9 @@ class FastContext:
         self.panel = panel
         self.spec = spec
         self.det = panel.detectors.reset_index(drop=True)
+        # per issue row: its time, the events visible then and the weather row (a forecast of every detector
+        # shares one issue time: 8,000 samples ask the same question)
+        self._at_row: dict[int, tuple] = {}
         self.holidays = holiday_dates(panel)
         self.horizon = pd.Timedelta(minutes=max(spec.horizons_min))
         ev = panel.events
@@ -264,15 +267,11 @@ class FastContext:
     def fields(self, detector_idx: int, issue_row: int, details: bool = False) -> dict:
         """`windows.context_fields`; with `details`, each event also says how far it is (`km`) and, for planned
         events, when it ends (`minutes_to_end`): what the language model needs to place an event in space and time."""
-        t = self.time_of(issue_row)
+        t, active, weather, holiday = self._row(int(issue_row))
         events = []
         if self.n_events:
-            t64 = np.datetime64(t.to_datetime64())
-            hz = np.datetime64((t + self.horizon + pd.Timedelta(hours=1)).to_datetime64())
-            cand = self.near_idx[int(detector_idx)]  # only the events near this detector need the time test
-            visible = np.where(self.ev_unplanned[cand], self.ev_start[cand] <= t64, self.ev_start[cand] <= hz)
-            active = visible & (self.ev_end[cand] >= t64 - np.timedelta64(1, "h")) & ~self.ev_holiday[cand]
-            for j in cand[active]:
+            cand = self.near_idx[int(detector_idx)]  # only the events near this detector
+            for j in cand[active[cand]]:
                 mins = int((pd.Timestamp(self.ev_start[j]) - t) / pd.Timedelta(minutes=1))
                 events.append({"kind": self.ev_kind[j], "text": self.ev_text[j], "minutes_from_now": mins})
                 if details:
@@ -283,19 +282,36 @@ class FastContext:
                         events[-1]["minutes_to_end"] = int((pd.Timestamp(self.ev_end[j]) - t) / pd.Timedelta(minutes=1))
                     if self.on_road is not None and self.on_road[int(detector_idx), j]:
                         events[-1]["on_road"] = True
+        return {
+            **self.static[int(detector_idx)],
+            "issued_at": t,
+            "holiday": holiday,
+            "events": events[:3],
+            "weather": dict(weather),
+        }
+
+    def _row(self, issue_row: int) -> tuple:
+        """(time, events visible and not over, weather row, holiday) at an issue row, computed once per row."""
+        hit = self._at_row.get(issue_row)
+        if hit is not None:
+            return hit
+        t = self.time_of(issue_row)
+        active = None
+        if self.n_events:
+            t64 = np.datetime64(t.to_datetime64())
+            hz = np.datetime64((t + self.horizon + pd.Timedelta(hours=1)).to_datetime64())
+            visible = np.where(self.ev_unplanned, self.ev_start <= t64, self.ev_start <= hz)
+            active = visible & (self.ev_end >= t64 - np.timedelta64(1, "h")) & ~self.ev_holiday
         weather = {}
         if len(self.w_ts):
             # the reference takes the last row (in table order) among those with ts <= t
             ok = np.flatnonzero(self.w_ts <= np.datetime64(t.to_datetime64()))
             if ok.size:
-                weather = dict(self.w_rows[int(ok[-1])])
-        return {
-            **self.static[int(detector_idx)],
-            "issued_at": t,
-            "holiday": t.date() in self.holidays,
-            "events": events[:3],
-            "weather": weather,
-        }
+                weather = self.w_rows[int(ok[-1])]
+        if len(self._at_row) >= 4096:  # bounded: a training epoch visits every row once
+            self._at_row.clear()
+        self._at_row[issue_row] = hit = (t, active, weather, t.date() in self.holidays)
+        return hit
 
     def recent_event_mask(self, detector_idx: np.ndarray, issue_idx: np.ndarray, window_min: int = 180) -> np.ndarray:
         """Per sample: does its context text mention an event that is upcoming or started within `window_min`?
@@ -312,14 +328,22 @@ class FastContext:
         p = self.panel
         t = np.datetime64(p.times[0].to_datetime64()) + issue_idx * np.timedelta64(p.interval)
         hz = np.timedelta64(self.horizon + pd.Timedelta(hours=1))
+        # samples grouped by detector, so each event looks only at the samples of detectors near it (a region's
+        # thousand incidents each touch a few detectors: checking every sample for every event grew as their product)
+        order = np.argsort(detector_idx, kind="stable")
+        starts = np.searchsorted(detector_idx[order], np.arange(len(self.det) + 1))
         for j in np.flatnonzero(~self.ev_holiday):
-            near = self.near[detector_idx, j]
-            if not near.any():
+            dets = np.flatnonzero(self.near[:, j])
+            if not dets.size:
                 continue
+            idx = np.concatenate([order[starts[d]:starts[d + 1]] for d in dets])
+            if not idx.size:
+                continue
+            ts = t[idx]
             s, e = self.ev_start[j], self.ev_end[j]
-            visible = (s <= t) if self.ev_unplanned[j] else (s <= t + hz)
-            recent = s >= t - np.timedelta64(int(window_min), "m")
-            out |= near & visible & recent & (e >= t - np.timedelta64(1, "h"))
+            visible = (s <= ts) if self.ev_unplanned[j] else (s <= ts + hz)
+            recent = s >= ts - np.timedelta64(int(window_min), "m")
+            out[idx] |= visible & recent & (e >= ts - np.timedelta64(1, "h"))
         return out
 
 

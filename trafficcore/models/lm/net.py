@@ -85,6 +85,13 @@ class FusionNet(nn.Module):
         last = self.head[-1]
         return not bool(last.weight.any()) and not bool(last.bias.any())
 
+    def _late(self, states: torch.Tensor, mask: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """The late-fusion head; out of training only on the samples with text (`_late_rows_with_text`), in
+        training on every sample (the same gradients, and the dropout draws training has always made)."""
+        if self.training:
+            return self.late(states, mask, flat)
+        return _late_rows_with_text(self.late, states, mask, flat)
+
     @property
     def supports_fgm(self) -> bool:
         """FGM perturbs the transformer's input embeddings; the skip path alone has none."""
@@ -120,13 +127,26 @@ class FusionNet(nn.Module):
             z = torch.cat([h[:, 0], h[:, lt:].mean(dim=1)], dim=-1)
             out = self.head(z)
         elif self.late is not None and not self.skip_only:
-            out = self.late(batch["text_states"], batch["text_mask"], torch.cat([x.flatten(1) for x in parts], dim=1))
+            out = self._late(batch["text_states"], batch["text_mask"], torch.cat([x.flatten(1) for x in parts], dim=1))
         if self.skip is not None:
             flat = torch.cat([x.flatten(1) for x in parts], dim=1)
             if isinstance(self.skip, nn.ModuleList):  # (K, B, S, 3): one forecast per member
                 return torch.stack([out + m(flat) for m in self.skip]).view(len(self.skip), B, self.n_horizons, 3)
             out = out + self.skip(flat)
         return out.view(B, self.n_horizons, 3)
+
+
+def _late_rows_with_text(late: nn.Module, states: torch.Tensor, mask: torch.Tensor, flat: torch.Tensor
+                         ) -> torch.Tensor:
+    """The late head's residual, computed for the samples that have text only (the others get exactly 0, as
+    the head gives them): a forecast of every detector of a region has text for a few percent of them."""
+    has = mask.any(dim=1)
+    if bool(has.all()):
+        return late(states, mask, flat)
+    out = flat.new_zeros((flat.shape[0], late.mlp[-1].out_features))
+    if bool(has.any()):
+        out[has] = late(states[has], mask[has], flat[has])
+    return out
 
 
 def quantiles_from_raw(raw: torch.Tensor) -> torch.Tensor:
