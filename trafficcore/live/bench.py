@@ -152,11 +152,12 @@ def monitor_rows(store: Store, dataset: str, day, repeats: int = 3, page: bool =
                              f"{repeats}", "seconds": statistics.median(alone),
                      "note": "runs " + ", ".join(f"{r:.3f}" for r in alone)})
 
-        def refresh():
-            live_status(store, scratch)
-            current_alerts(store, scratch)
-            latest_forecasts(store, scratch)
-            return accuracy_view(store, scratch)
+        def refresh():  # what the Live page's fragment reads, with the store held open as the page does
+            with store.held():
+                live_status(store, scratch)
+                current_alerts(store, scratch)
+                latest_forecasts(store, scratch)
+                return accuracy_view(store, scratch)
 
         t, _ = _timed(refresh)
         rows.append({"step": "Live page reads, first time (alerts build the sites' default plans)", "seconds": t,
