@@ -81,8 +81,10 @@ def accuracy_section(store, dataset: str) -> None:
     if view.val_mae and day.get("n"):
         delta = f"{day['mae'] / view.val_mae - 1:+.0%} vs validation {view.val_mae:.2f}"
     c1.metric("MAE, last 24 h", _num(day.get("mae")), delta=delta, delta_color="inverse")
+    lo, hi = (float(config.MONITOR_THRESHOLDS[k]) for k in ("coverage_low", "coverage_high"))
     c2.metric("P10–P90 coverage, last 24 h", _pct(day.get("coverage_p10_p90")),
-              delta="goal 80%", delta_color="off")
+              help=f"Share of readings inside the served P10–P90 band: 80% is the goal; an alert is raised when it "
+                   f"stays outside {lo:.0%}–{hi:.0%}.")
     c3.metric("MAE, last 7 days", _num(week.get("mae")))
     c4.metric("Forecasts scored, 7 days", f"{int(week.get('n') or 0):,}")
     st.caption(f"Model {md(view.model or um.version_of(view.serving_run))} "
@@ -131,5 +133,6 @@ def served_section(ctx, rep: dict | None) -> None:
         st.caption("MAE of the forecasts the live service issued, scored against the readings that followed "
                    "(`trafficcore monitor`)" + (", beside the benchmark's MAE on its test days." if bench is not None
                                                 else "; select a benchmark report of this dataset to compare."))
-        st.dataframe(table.round(3), hide_index=True, width="stretch", key="rep_served")
+        pct = [c for c in table.columns if "(%)" in c]
+        st.dataframe(table.round(3).round({c: 1 for c in pct}), hide_index=True, width="stretch", key="rep_served")
 

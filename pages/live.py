@@ -81,7 +81,7 @@ def _events_section(store, dataset: str) -> None:
 
 @st.fragment(run_every=every if auto else None)
 def live_view() -> None:
-    with sh.guarded("live view"):
+    with sh.guarded("live view"), ctx.store.held():  # one connection held: the refresh's many reads are cheap
         store, dataset = ctx.store, ctx.dataset
         status = li.live_status(store, dataset)
         alerts = la.current_alerts(store, dataset)

@@ -110,6 +110,21 @@ class Store:
                 con.execute("ROLLBACK")
                 raise
 
+    @contextmanager
+    def held(self):
+        """Keep one connection open for the duration of the block.
+
+        Why: opening the file when no connection is open costs tens of milliseconds (catalog and write-ahead log
+        are read again), and a page refresh makes a dozen short connections; while one stays open, DuckDB reuses
+        the open database and each costs about a millisecond. Other processes wait for the file meanwhile (the
+        store retries), so hold it for one refresh, not longer.
+        """
+        con = _connect_retrying(str(self.path), self.read_only and self.path.exists())
+        try:
+            yield self
+        finally:
+            con.close()
+
     # ------------------------------------------------------------------ writing
     def ingest(self, dataset: str, tables: CanonicalTables,
                observation_chunks: Iterable[pd.DataFrame] | None = None) -> dict[str, int]:

@@ -253,11 +253,13 @@ def _band(store: Store, panel: Panel, start: int, end: int, n: int) -> pd.DataFr
 def _latest_forecast(store: Store, panel: Panel, end: int) -> pd.DataFrame:
     """Each detector's newest live forecast issued at or before the end of the examined readings."""
     limit = (panel.times[end - 1] + panel.interval) if end > 0 else panel.times[0]
-    return store.query(
-        """SELECT detector_id, issued_at, target_ts, horizon_min, p10, p50, p90 FROM forecasts
-           WHERE dataset = ? AND run_id LIKE 'live:%' AND issued_at <= ?
-           QUALIFY row_number() OVER (PARTITION BY detector_id, horizon_min ORDER BY issued_at DESC, run_id DESC) = 1
-                   AND issued_at = max(issued_at) OVER (PARTITION BY detector_id)""",
+    return store.query(  # newest issue time per detector first, then only its rows ranked (see latest_forecasts)
+        """WITH newest AS (SELECT detector_id, max(issued_at) AS issued_at FROM forecasts
+                           WHERE dataset = $1 AND run_id LIKE 'live:%' AND issued_at <= $2 GROUP BY detector_id)
+           SELECT f.detector_id, f.issued_at, f.target_ts, f.horizon_min, f.p10, f.p50, f.p90 FROM forecasts f
+           JOIN newest n ON n.detector_id = f.detector_id AND n.issued_at = f.issued_at
+           WHERE f.dataset = $1 AND f.run_id LIKE 'live:%'
+           QUALIFY row_number() OVER (PARTITION BY f.detector_id, f.horizon_min ORDER BY f.run_id DESC) = 1""",
         [panel.dataset, pd.Timestamp(limit).to_pydatetime()],
     )
 

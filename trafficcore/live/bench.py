@@ -121,10 +121,8 @@ def _served_day(store: Store, dataset: str, scratch: str, day: pd.Timestamp) -> 
 def monitor_rows(store: Store, dataset: str, day, repeats: int = 3, page: bool = True) -> list[dict]:
     """Rows of (step, seconds, note) for live accuracy and the Live page (see the module docstring)."""
     from trafficcore.live import monitor
-    from trafficcore.live.alerts import current_alerts
-    from trafficcore.live.ingest import ingest_observations, latest_forecasts, live_status
+    from trafficcore.live.ingest import ingest_observations
     from trafficcore.live.replay import prepare
-    from trafficcore.ui.monitor import accuracy_view
 
     day = pd.Timestamp(day).normalize()
     feed = store.observations(dataset, start=day, end=day + pd.Timedelta(days=1))
@@ -152,26 +150,40 @@ def monitor_rows(store: Store, dataset: str, day, repeats: int = 3, page: bool =
                              f"{repeats}", "seconds": statistics.median(alone),
                      "note": "runs " + ", ".join(f"{r:.3f}" for r in alone)})
 
-        def refresh():
-            live_status(store, scratch)
-            current_alerts(store, scratch)
-            latest_forecasts(store, scratch)
-            return accuracy_view(store, scratch)
-
-        t, _ = _timed(refresh)
-        rows.append({"step": "Live page reads, first time (alerts build the sites' default plans)", "seconds": t,
-                     "note": "status, alerts of every kind, latest forecasts, accuracy section"})
-        warm = []
-        for _ in range(max(repeats, 5)):
-            t, view = _timed(refresh)
-            warm.append(t)
-        day_mae = view.headline.get("24h", {}).get("mae", float("nan"))
-        rows.append({"step": f"Live page reads per refresh, median of {len(warm)}", "seconds": statistics.median(warm),
-                     "note": f"worst {max(warm):.3f} s; served MAE, last 24 h: {day_mae:.3f}"})
-        if page:
-            rows += _page_rows(store, scratch, repeats)
+        rows += page_rows(store, scratch, repeats, page)
     finally:
         store.drop_dataset(scratch)
+    return rows
+
+
+def page_rows(store: Store, dataset: str, repeats: int = 3, page: bool = True) -> list[dict]:
+    """The Live page's reads of `dataset` (first and warm), and the page itself through AppTest when `page`."""
+    from trafficcore.live.alerts import current_alerts
+    from trafficcore.live.ingest import latest_forecasts, live_status
+    from trafficcore.ui.monitor import accuracy_view
+
+    def refresh():  # what the Live page's fragment reads, with the store held open as the page does
+        with store.held():
+            live_status(store, dataset)
+            current_alerts(store, dataset)
+            latest_forecasts(store, dataset)
+            return accuracy_view(store, dataset)
+
+    n = store.query("SELECT sum(n) AS n FROM forecast_accuracy WHERE dataset = ?", [dataset])["n"].iloc[0]
+    rows = []
+    t, _ = _timed(refresh)
+    rows.append({"step": f"Live page reads of {dataset}, first time (alerts build the sites' default plans)",
+                 "seconds": t, "note": f"status, alerts of every kind, latest forecasts, accuracy section; "
+                                       f"{int(n or 0):,} served forecasts scored in the store"})
+    warm = []
+    for _ in range(max(repeats, 5)):
+        t, view = _timed(refresh)
+        warm.append(t)
+    day_mae = view.headline.get("24h", {}).get("mae", float("nan"))
+    rows.append({"step": f"Live page reads per refresh, median of {len(warm)}", "seconds": statistics.median(warm),
+                 "note": f"worst {max(warm):.3f} s; served MAE, last 24 h: {day_mae:.3f}"})
+    if page:
+        rows += _page_rows(store, dataset, repeats)
     return rows
 
 
@@ -216,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--part", choices=("all", "ingest", "monitor"), default="all",
                     help="ingest: the ingest, forecast and alert timings; monitor: live accuracy and the Live page")
     ap.add_argument("--no-page", action="store_true", help="with monitor: skip the AppTest run of the Live page")
+    ap.add_argument("--live", default=None, help="with monitor: also time the Live page on this existing live "
+                                                 "dataset (e.g. a week replayed by trafficcore.live.replay_check)")
     args = ap.parse_args(argv)
     try:
         import torch
@@ -231,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         newest = store.query("SELECT max(ts) AS t FROM observations WHERE dataset = ?", [args.dataset])["t"].iloc[0]
         day = args.day or pd.Timestamp(newest).normalize() - pd.Timedelta(days=1)
         rows += monitor_rows(store, args.dataset, day, args.repeats, page=not args.no_page)
+        if args.live:
+            rows += page_rows(store, args.live, args.repeats, page=not args.no_page)
     width = max(len(r["step"]) for r in rows)
     print(f"| {'step':<{width}} | seconds | note")
     print(f"|{'-' * (width + 2)}|---------|-----")

@@ -498,14 +498,19 @@ def reissue_missing(store: Store, dataset: str, detector_ids) -> pd.DataFrame | 
 
 # ----------------------------------------------------------------------------------------------- for pages and the API
 def latest_forecasts(store: Store, dataset: str) -> pd.DataFrame:
-    """The newest live forecasts of every detector (its most recent issue time), with site_id; sorted."""
+    """The newest live forecasts of every detector (its most recent issue time), with site_id; sorted.
+
+    Each detector's newest issue time is found first (an aggregate), then only its rows are ranked: ranking
+    every stored live forecast took 0.6 s after a week of service on SCATS, on every Live page refresh.
+    """
     return store.query(
-        """SELECT f.run_id, f.detector_id, d.site_id, f.issued_at, f.target_ts, f.horizon_min, f.p10, f.p50, f.p90
-           FROM forecasts f LEFT JOIN detectors d ON d.dataset = f.dataset AND d.detector_id = f.detector_id
-           WHERE f.dataset = ? AND f.run_id LIKE 'live:%'
-           QUALIFY row_number() OVER (PARTITION BY f.detector_id, f.horizon_min
-                                      ORDER BY f.issued_at DESC, f.run_id DESC) = 1
-                   AND f.issued_at = max(f.issued_at) OVER (PARTITION BY f.detector_id)
+        """WITH newest AS (SELECT detector_id, max(issued_at) AS issued_at FROM forecasts
+                           WHERE dataset = $1 AND run_id LIKE 'live:%' GROUP BY detector_id)
+           SELECT f.run_id, f.detector_id, d.site_id, f.issued_at, f.target_ts, f.horizon_min, f.p10, f.p50, f.p90
+           FROM forecasts f JOIN newest n ON n.detector_id = f.detector_id AND n.issued_at = f.issued_at
+           LEFT JOIN detectors d ON d.dataset = f.dataset AND d.detector_id = f.detector_id
+           WHERE f.dataset = $1 AND f.run_id LIKE 'live:%'
+           QUALIFY row_number() OVER (PARTITION BY f.detector_id, f.horizon_min ORDER BY f.run_id DESC) = 1
            ORDER BY d.site_id, f.detector_id, f.horizon_min""",
         [dataset],
     )

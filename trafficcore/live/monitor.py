@@ -213,9 +213,14 @@ def rolling(store: Store, dataset: str, run_id: str, window_hours: int = 24, spa
         return pd.DataFrame({"hour_ts": grid[-int(span_hours):], "hours_scored": 0, "n": 0, "mae": np.nan,
                              "coverage_p10_p90": np.nan})[out_cols]
 
-    def table(col: str) -> np.ndarray:  # (hours, horizons) of the sums, zero where nothing was scored
-        return df.pivot_table(index="hour_ts", columns="horizon_min", values=col, aggfunc="sum").reindex(
-            index=grid, columns=hs).fillna(0.0).to_numpy(float)
+    hour = ((pd.DatetimeIndex(df["hour_ts"]) - first) // pd.Timedelta(hours=1)).to_numpy()
+    col = pd.Index(hs).get_indexer(df["horizon_min"].astype(int))
+    ok = (hour >= 0) & (hour < len(grid)) & (col >= 0)
+
+    def table(name: str) -> np.ndarray:  # (hours, horizons) of the sums, zero where nothing was scored
+        out = np.zeros((len(grid), len(hs)))
+        np.add.at(out, (hour[ok], col[ok]), df[name].to_numpy(float)[ok])
+        return out
 
     n, err, inside = table("n"), table("abs_err"), table("inside")
     w = int(window_hours)

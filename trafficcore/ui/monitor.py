@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from trafficcore import config
 from trafficcore.data.store import Store
 from trafficcore.live import monitor
 
@@ -36,6 +37,7 @@ class AccuracyView:
     worst_sites: pd.DataFrame = field(default_factory=pd.DataFrame)  # serving run, last 24 h
     by_hour: pd.DataFrame = field(default_factory=pd.DataFrame)  # serving run, last 7 days, hour of day
     trend: pd.DataFrame = field(default_factory=pd.DataFrame)  # hour_ts, mae, coverage: trailing 24 h, 7 days
+    # (NaN where the trailing window holds fewer scored hours than the decay alert needs)
     rollback: dict | None = None  # registry.rollback_target: {"from", "to"}
 
     @property
@@ -65,7 +67,9 @@ def accuracy_view(store: Store, dataset: str, top_sites: int = 5) -> AccuracyVie
                                     {"n": 0})
             h = monitor.accuracy(store, dataset, hours, ["horizon_min"], last, run_id=run, con=con)
             horizon_parts.append(h.set_index("horizon_min")[monitor.METRIC_COLUMNS].add_suffix(f" {label}"))
-        view.by_horizon = pd.concat(horizon_parts, axis=1).reset_index() if horizon_parts else pd.DataFrame()
+        both = pd.concat(horizon_parts, axis=1)
+        order = [f"{m} {w}" for m in ("mae", "coverage_p10_p90", "wape", "n") for w in monitor.WINDOWS]
+        view.by_horizon = both[[c for c in order if c in both.columns]].reset_index()
         versions = monitor.accuracy(store, dataset, monitor.WINDOWS["7d"], ["run_id"], last, con=con)
         view.by_version = versions.assign(version=versions["run_id"].map(version_of))[
             ["version", *monitor.METRIC_COLUMNS]]
@@ -74,7 +78,9 @@ def accuracy_view(store: Store, dataset: str, top_sites: int = 5) -> AccuracyVie
             ["site_id", *monitor.METRIC_COLUMNS]].reset_index(drop=True)
         hours = monitor.accuracy(store, dataset, monitor.WINDOWS["7d"], ["hour_of_day"], last, run_id=run, con=con)
         view.by_hour = hours[["hour_of_day", *monitor.METRIC_COLUMNS]]
-        view.trend = monitor.rolling(store, dataset, run, 24, monitor.WINDOWS["7d"], last, con=con)
+        trend = monitor.rolling(store, dataset, run, 24, monitor.WINDOWS["7d"], last, con=con)
+        thin = trend["hours_scored"] < int(config.MONITOR_THRESHOLDS["min_hours"])  # as the decay alert: not judged
+        view.trend = trend.assign(mae=trend["mae"].mask(thin), coverage_p10_p90=trend["coverage_p10_p90"].mask(thin))
     ref = monitor.reference(store, dataset, run)
     view.model, view.val_mae = ref["display_name"] or version_of(run), ref["val_mae"]
     view.rollback = registry.rollback_target(store, dataset)
