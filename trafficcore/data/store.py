@@ -88,17 +88,6 @@ class Store:
             return export_observations(con, dataset, folder, row_group_rows or ROW_GROUP_ROWS)
 
     @contextmanager
-    def held(self):
-        """Keep the database open over a block of several calls: while one connection is open, DuckDB reuses
-        the open database and each `connect` costs about a millisecond instead of reopening the file (tens of
-        milliseconds). Released at the end of the block, so other processes can take the file again."""
-        con = _connect_retrying(str(self.path), self.read_only and self.path.exists())
-        try:
-            yield self
-        finally:
-            con.close()
-
-    @contextmanager
     def transaction(self):
         """A connection inside BEGIN ... COMMIT; any error rolls everything back (all-or-nothing writes)."""
         with self.connect() as con:
