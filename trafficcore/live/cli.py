@@ -85,7 +85,7 @@ def ingest_cmd(
     """
     from trafficcore import config
     from trafficcore.data.store import Store
-    from trafficcore.live.watch import ingest_file, watch
+    from trafficcore.live.watch import ingest_file
 
     def fail(message: str) -> None:
         typer.echo(f"error: {message}", err=True)
@@ -108,10 +108,23 @@ def ingest_cmd(
         store.dataset_info(dataset)
     except KeyError as e:
         fail(str(e).strip("'\""))
+    take_files(store, dataset, files, watch_dir, once=once, poll=poll, forecasts=forecasts, fail=fail,
+               take=lambda st, ds, path, refresh: ingest_file(st, ds, path, refresh=refresh))
+
+
+def take_files(store, dataset: str, files: list[Path] | None, watch_dir: Path | None, *, once: bool, poll: float,
+               forecasts: bool, fail, take, suffixes: tuple[str, ...] | None = None, what: str = "") -> None:
+    """The body shared by `ingest` and `events ingest`: FILEs in name order, a bad one stopping the command
+    (later files not read), or a watched folder (`live.watch.watch`) until Ctrl-C; `take(store, dataset, path,
+    refresh)` ingests one file."""
+    from trafficcore.live.watch import watch
+
     if watch_dir is not None:
-        typer.echo(f"watching {watch_dir} for dataset '{dataset}' ({'once' if once else 'Ctrl-C to stop'})")
+        typer.echo(f"watching {watch_dir} for {what}dataset '{dataset}' ({'once' if once else 'Ctrl-C to stop'})")
+        extra = {} if suffixes is None else {"suffixes": suffixes}
         try:
-            outs = watch(store, dataset, watch_dir, once=once, poll=poll, refresh=forecasts, echo=typer.echo)
+            outs = watch(store, dataset, watch_dir, once=once, poll=poll, refresh=forecasts, echo=typer.echo,
+                         take=take, **extra)
         except KeyboardInterrupt:
             typer.echo("stopped")
             return
@@ -122,7 +135,7 @@ def ingest_cmd(
         return
     ordered = sorted(files, key=lambda p: (p.name, p.stat().st_mtime_ns if p.exists() else 0))
     for p in ordered:
-        out = ingest_file(store, dataset, p, refresh=forecasts)
+        out = take(store, dataset, p, forecasts)
         if out.status == "rejected":
             rest = len(ordered) - ordered.index(p) - 1
             fail(out.message + (f" ({rest} later file(s) not read)" if rest else ""))

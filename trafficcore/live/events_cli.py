@@ -11,8 +11,6 @@ from pathlib import Path
 
 import typer
 
-from trafficcore.errors import DataError
-
 app = typer.Typer(help="Incidents, work zones and events as live data (WZDx, Open511, CAD logs, own CSV/JSON).",
                   no_args_is_help=True)
 FORMAT_HELP = "auto (by name and content), own, wzdx, open511 or cad"
@@ -46,8 +44,8 @@ def ingest(
     from trafficcore import config
     from trafficcore.data.loaders.event_feeds import FORMATS
     from trafficcore.data.store import Store
+    from trafficcore.live.cli import take_files
     from trafficcore.live.events import SUFFIXES, ingest_event_file
-    from trafficcore.live.watch import watch
 
     if bool(files) == (watch_dir is not None):
         _fail("give either FILE... or --watch DIR")
@@ -64,26 +62,8 @@ def ingest(
     def take(store, dataset, path, refresh):
         return ingest_event_file(store, dataset, path, refresh=refresh, fmt=fmt)
 
-    if watch_dir is not None:
-        typer.echo(f"watching {watch_dir} for events of dataset '{dataset}' ({'once' if once else 'Ctrl-C to stop'})")
-        try:
-            outs = watch(store, dataset, watch_dir, once=once, poll=poll, refresh=forecasts, echo=typer.echo,
-                         take=take, suffixes=SUFFIXES)
-        except KeyboardInterrupt:
-            typer.echo("stopped")
-            return
-        except DataError as e:
-            _fail(str(e))
-        counts = {s: sum(o.status == s for o in outs) for s in ("ingested", "duplicate", "rejected")}
-        typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
-        return
-    ordered = sorted(files, key=lambda p: (p.name, p.stat().st_mtime_ns if p.exists() else 0))
-    for p in ordered:
-        out = take(store, dataset, p, forecasts)
-        if out.status == "rejected":
-            rest = len(ordered) - ordered.index(p) - 1
-            _fail(out.message + (f" ({rest} later file(s) not read)" if rest else ""))
-        typer.echo(f"{out.status}: {out.message}")
+    take_files(store, dataset, files, watch_dir, once=once, poll=poll, forecasts=forecasts, fail=_fail, take=take,
+               suffixes=SUFFIXES, what="events of ")
 
 
 @app.command("list")
