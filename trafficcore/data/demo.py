@@ -260,7 +260,9 @@ _HOLIDAY_NAMES = ("Founders' Day", "Harbour Day")
 
 # ============================================================================================= layout
 @dataclass
-class _Corridor:
+class Corridor:
+    """A road through the map: its sites in order along `axis` (the region generator builds its own)."""
+
     name: str
     orient: str  # "NS", "EW" or "DIAG"
     index: int  # grid column (NS) or row (EW); -1 for the diagonal
@@ -281,7 +283,7 @@ class Layout:
     grid: list[tuple[float, float]]  # node -> (x, y) in grid units
     xy: np.ndarray  # (S, 2) metres from the centre
     land_use: list[str]
-    corridors: list[_Corridor]
+    corridors: list[Corridor]
     node_corridors: list[list[int]]
     # one entry per detector (leg), in detector order
     leg_site: np.ndarray
@@ -320,9 +322,9 @@ def _layout() -> Layout:
     """The fixed map: intersections, approaches, corridors and what is near each site."""
     rng = np.random.default_rng(20250901)  # the map is the same for every seed
     diag_axis = np.array([_DX, _DY]) / math.hypot(_DX, _DY)
-    corridors = [_Corridor(r, "NS", c, np.array([0.0, 1.0]), c in _ARTERIAL_NS) for c, r in enumerate(NS_ROADS)]
-    corridors += [_Corridor(r, "EW", i, np.array([1.0, 0.0]), i in _ARTERIAL_EW) for i, r in enumerate(EW_ROADS)]
-    corridors.append(_Corridor(DIAGONAL_ROAD, "DIAG", -1, diag_axis, True))
+    corridors = [Corridor(r, "NS", c, np.array([0.0, 1.0]), c in _ARTERIAL_NS) for c, r in enumerate(NS_ROADS)]
+    corridors += [Corridor(r, "EW", i, np.array([1.0, 0.0]), i in _ARTERIAL_EW) for i, r in enumerate(EW_ROADS)]
+    corridors.append(Corridor(DIAGONAL_ROAD, "DIAG", -1, diag_axis, True))
     diag = len(corridors) - 1
 
     grid = [(float(x), float(y)) for y in range(5, -1, -1) for x in range(6)] + list(_DIAGONAL_NODES)
@@ -350,13 +352,13 @@ def _layout() -> Layout:
     land_use = [_LAND_USE.get((x, y), "residential") for x, y in grid]
     venue_xy = {k: _metres(v.x, v.y) for k, v in VENUES.items()}
     site_ids = [f"S{s + 1:02d}" for s in range(len(grid))]
-    sites, site_ll = _sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng, site_ids, venue_xy)
+    sites, site_ll = sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng, site_ids, venue_xy)
     corridor_at = {(c.orient, c.index): i for i, c in enumerate(corridors) if c.orient != "DIAG"}
-    return _finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, site_ll, rng,
+    return finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, site_ll, rng,
                           venue_xy=venue_xy, corridor_at=corridor_at, marathon_xy=venue_xy["park"])
 
 
-def _legs_of(s: int, x: float, y: float, on: list[int], corridors: list[_Corridor], diag_axis) -> list[dict]:
+def _legs_of(s: int, x: float, y: float, on: list[int], corridors: list[Corridor], diag_axis) -> list[dict]:
     """The approaches of one node: N/E/S/W legs, outward legs at the edge only where the road goes on."""
     out = []
     if (x, y) in _DIAGONAL_NODES:
@@ -387,7 +389,7 @@ def _legs_of(s: int, x: float, y: float, on: list[int], corridors: list[_Corrido
     return out
 
 
-def _sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng, site_ids: list[str],
+def sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng, site_ids: list[str],
                  venue_xy: dict[str, np.ndarray], label: str = f"demo city {CITY}") -> tuple[pd.DataFrame, np.ndarray]:
     """One row per site: jittered position, name from its two roads, junction type, land use and venues nearby."""
     rows = []
@@ -415,7 +417,7 @@ def _sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng, site_
     return pd.DataFrame(rows), site_ll
 
 
-def _finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, site_ll, rng, **extra) -> Layout:
+def finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, site_ll, rng, **extra) -> Layout:
     """Per-leg arrays (demand level, capacity, commute direction, noise series, lag) and the frames;
     `extra` sets the Layout's event fields (venues, parallel corridors, routes)."""
     det_rows = []
@@ -471,7 +473,7 @@ def _finish_layout(grid, xy, land_use, corridors, node_corridors, legs, sites, s
                   leg_u, leg_inbound, level, cap, series, lag, legs_at, **extra)
 
 
-def _adjacency(corridors: list[_Corridor], xy: np.ndarray, site_ids: list[str]) -> pd.DataFrame:
+def _adjacency(corridors: list[Corridor], xy: np.ndarray, site_ids: list[str]) -> pd.DataFrame:
     """Consecutive intersections along each road, both ways; weight = distance in metres (a cost)."""
     rows = []
     for cor in corridors:

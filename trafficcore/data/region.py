@@ -108,9 +108,9 @@ def layout(n_sites: int) -> demo.Layout:
 
     ns_names, ew_names = _street_names(side), [f"{_ordinal(r + 1)} Ave" for r in range(side)]
     mid = side // 2
-    corridors = [demo._Corridor(ns_names[c], "NS", c, np.array([0.0, 1.0]), (c - mid) % ARTERIAL_EVERY == 2)
+    corridors = [demo.Corridor(ns_names[c], "NS", c, np.array([0.0, 1.0]), (c - mid) % ARTERIAL_EVERY == 2)
                  for c in range(side)]
-    corridors += [demo._Corridor(ew_names[r], "EW", r, np.array([1.0, 0.0]), (r - mid) % ARTERIAL_EVERY == 2)
+    corridors += [demo.Corridor(ew_names[r], "EW", r, np.array([1.0, 0.0]), (r - mid) % ARTERIAL_EVERY == 2)
                   for r in range(side)]
     at = {(int(c), int(r)): s for s, (c, r) in enumerate(zip(col, row, strict=True))}
     node_corridors = [[int(c), side + int(r)] for c, r in zip(col, row, strict=True)]
@@ -128,10 +128,10 @@ def layout(n_sites: int) -> demo.Layout:
     venue_xy = _venues(xs, ys, xy)
     width = max(2, len(str(n)))
     site_ids = [f"S{s + 1:0{width}d}" for s in range(n)]
-    sites, site_ll = demo._sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng, site_ids, venue_xy,
+    sites, site_ll = demo.sites_frame(grid, xy, land_use, node_corridors, corridors, legs, rng, site_ids, venue_xy,
                                        label=f"region {REGION}")
     corridor_at = {(cor.orient, cor.index): i for i, cor in enumerate(corridors)}
-    return demo._finish_layout(
+    return demo.finish_layout(
         grid, xy, land_use, corridors, node_corridors, legs, sites, site_ll, rng,
         venue_xy=venue_xy, corridor_at=corridor_at, parade_routes=_parade_routes(corridors, used, mid, side),
         marathon_routes=_marathon_routes(corridors, used, mid, side), marathon_xy=venue_xy["park"],
